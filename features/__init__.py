@@ -1,0 +1,1 @@
+"""Raw records -> validated tables -> point-in-time customer features and labels."""

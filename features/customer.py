@@ -1,0 +1,185 @@
+"""Point-in-time customer features: one pure, vectorised function used by training, batch
+scoring and the API alike.
+
+Days are whole UTC days. `as_of` is a day: events on that day count, later ones never do.
+A "purchase" is a row with amount > 0; refunds (amount < 0) are netted into spend only.
+
+Customers whose only rows up to `as_of` are refunds (their purchase predates the data) get
+`has_purchase = False`, `frequency = 0`, and missing recency/tenure/interval features; their
+lifecycle stage is `existing`, or `lapsed` once their last activity is older than
+`LAPSED_DAYS`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.validation import to_day
+
+DAY_US = 86_400_000_000
+
+# Lifecycle thresholds (also in the README).
+NEW_DAYS = 30  # first purchase within the last 30 days -> "new"
+LAPSED_DAYS = 180  # repeat buyer with no purchase for more than 180 days -> "lapsed"
+REGULAR_DAYS_365 = 6  # at least 6 purchase days in the last 365 -> "regular"
+LIFECYCLE_STAGES = ("walk-in", "new", "existing", "regular", "lapsed")
+
+WINDOWS = (30, 90, 365)
+
+NUMERIC_FEATURES = [
+    "recency_days",
+    "tenure_days",
+    "frequency",
+    "total_spend",
+    "n_transactions",
+    "gross_spend",
+    "refund_amount",
+    "refund_share",
+    "avg_purchase_value",
+    *[f"purchase_days_{w}d" for w in WINDOWS],
+    *[f"spend_{w}d" for w in WINDOWS],
+    "mean_interpurchase_days",
+    "std_interpurchase_days",
+    "lateness",
+    "trend_90d",
+    "days_since_activity",
+]
+OPTIONAL_BREADTH = {"category": "n_categories", "channel": "n_channels"}
+ATTRIBUTE_NUMERIC = ["age", "income", "signup_days"]
+ATTRIBUTE_CATEGORICAL = ["gender", "region", "customer_type"]
+
+
+def customer_features(
+    transactions: pd.DataFrame,
+    as_of,
+    customers: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Transactions (+ optional customer attributes) -> one row per customer seen by `as_of`.
+
+    Input is a validated table (see `features.validation`). Rows after `as_of` are ignored, so
+    passing more history never leaks the future. Output is sorted by `customer_id`.
+    """
+    as_of = to_day(as_of)
+    asof_day = as_of.value // 1000 // DAY_US
+    stamps = transactions["timestamp"].to_numpy("datetime64[us]").view("int64")
+    days_ago = asof_day - np.floor_divide(stamps, DAY_US)
+    seen = days_ago >= 0
+    if not seen.all():
+        transactions = transactions[seen]
+        days_ago = days_ago[seen]
+    codes, ids = pd.factorize(transactions["customer_id"], sort=True)
+    n = len(ids)
+    amount = transactions["amount"].to_numpy("float64")
+
+    def count(mask=None, idx=codes):
+        return np.bincount(idx if mask is None else idx[mask], minlength=n)
+
+    def total(values, mask=None):
+        if mask is None:
+            return np.bincount(codes, weights=values, minlength=n)
+        return np.bincount(codes[mask], weights=values[mask], minlength=n)
+
+    buy = amount > 0
+    out: dict[str, np.ndarray] = {}
+    out["n_transactions"] = count()
+    out["total_spend"] = total(amount)
+    out["gross_spend"] = total(amount, buy)
+    out["refund_amount"] = 0.0 - total(amount, amount < 0)
+    out["days_since_activity"] = pd.Series(days_ago).groupby(codes).min().to_numpy()
+
+    # Distinct purchase days, sorted by customer then most recent first.
+    span = int(days_ago.max()) + 1 if len(days_ago) else 1
+    keys = np.sort(pd.unique(codes[buy].astype(np.int64) * span + days_ago[buy]))
+    day_code, day_ago = keys // span, keys % span
+    n_days = count(idx=day_code)
+    has = n_days > 0
+    starts = np.flatnonzero(np.r_[True, day_code[1:] != day_code[:-1]]) if len(keys) else keys
+    ends = np.r_[starts[1:], len(keys)] - 1 if len(keys) else keys
+    recency = np.full(n, np.nan)
+    tenure = np.full(n, np.nan)
+    recency[day_code[starts]] = day_ago[starts]
+    tenure[day_code[starts]] = day_ago[ends]
+    out["has_purchase"] = has
+    out["recency_days"] = recency
+    out["tenure_days"] = tenure
+    out["frequency"] = np.maximum(n_days - 1, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["avg_purchase_value"] = np.where(has, out["gross_spend"] / n_days, np.nan)
+        out["refund_share"] = np.where(
+            out["gross_spend"] > 0,
+            out["refund_amount"] / out["gross_spend"],
+            np.where(out["refund_amount"] > 0, 1.0, 0.0),
+        )
+    for w in WINDOWS:
+        out[f"purchase_days_{w}d"] = count(day_ago < w, day_code)
+        out[f"spend_{w}d"] = total(amount, days_ago < w)
+    prev_90 = count((day_ago >= 90) & (day_ago < 180), day_code)
+    out["trend_90d"] = out["purchase_days_90d"] - prev_90
+
+    # Inter-purchase intervals between consecutive purchase days of the same customer.
+    same = day_code[1:] == day_code[:-1] if len(keys) else np.zeros(0, bool)
+    gaps = (day_ago[1:] - day_ago[:-1])[same].astype("float64")
+    gap_code = day_code[1:][same]
+    n_gaps = np.bincount(gap_code, minlength=n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_gap = np.bincount(gap_code, weights=gaps, minlength=n) / n_gaps
+        mean_sq = np.bincount(gap_code, weights=gaps**2, minlength=n) / n_gaps
+        std_gap = np.sqrt(np.maximum(mean_sq - mean_gap**2, 0.0))
+        out["mean_interpurchase_days"] = np.where(n_gaps > 0, mean_gap, np.nan)
+        out["std_interpurchase_days"] = np.where(n_gaps > 1, std_gap, np.nan)
+        out["lateness"] = np.where(n_gaps > 0, recency / mean_gap, np.nan)
+
+    for column, name in OPTIONAL_BREADTH.items():
+        if column in transactions.columns:
+            vals, _ = pd.factorize(transactions[column])
+            ok = vals >= 0
+            pairs = pd.unique(codes[ok].astype(np.int64) * (vals.max() + 1) + vals[ok])
+            out[name] = count(idx=pairs // (vals.max() + 1))
+
+    frame = pd.DataFrame(out)
+    frame.insert(0, "customer_id", pd.Series(np.asarray(ids, dtype=object), dtype="str"))
+    frame.insert(1, "lifecycle_stage", lifecycle_stage(frame))
+    first = ["customer_id", "lifecycle_stage", "recency_days", "tenure_days", "frequency"]
+    frame = frame[
+        first + ["total_spend"] + [c for c in frame.columns if c not in first + ["total_spend"]]
+    ]
+    if customers is not None:
+        frame = _join_attributes(frame, customers, as_of)
+    return frame
+
+
+def lifecycle_stage(frame: pd.DataFrame) -> np.ndarray:
+    """Rule-based stage beside the persona; the first matching rule wins:
+
+    1. refunds only (no purchase on record): `lapsed` if last activity > LAPSED_DAYS ago,
+       else `existing`;
+    2. `new`: first purchase within NEW_DAYS;
+    3. `walk-in`: a single purchase day so far;
+    4. `lapsed`: repeat buyer, no purchase for more than LAPSED_DAYS;
+    5. `regular`: at least REGULAR_DAYS_365 purchase days in the last 365 days;
+    6. `existing`: everyone else.
+    """
+    has = frame["has_purchase"].to_numpy()
+    conditions = [
+        ~has & (frame["days_since_activity"].to_numpy() > LAPSED_DAYS),
+        ~has,
+        frame["tenure_days"].to_numpy() < NEW_DAYS,
+        frame["frequency"].to_numpy() == 0,
+        frame["recency_days"].to_numpy() > LAPSED_DAYS,
+        frame["purchase_days_365d"].to_numpy() >= REGULAR_DAYS_365,
+    ]
+    choices = ["lapsed", "existing", "new", "walk-in", "lapsed", "regular"]
+    return np.select(conditions, choices, default="existing")
+
+
+def _join_attributes(frame: pd.DataFrame, customers: pd.DataFrame, as_of) -> pd.DataFrame:
+    attrs = customers.set_index("customer_id")
+    out = frame.join(attrs, on="customer_id")
+    if "signup_date" in out.columns:
+        days = (as_of - out.pop("signup_date")).dt.days.astype("float64")
+        out["signup_days"] = days.where(days >= 0)  # a signup after as_of is not yet known
+    for col in ATTRIBUTE_CATEGORICAL:
+        if col in out.columns:
+            out[col] = out[col].astype("str")
+    return out

@@ -1,0 +1,80 @@
+"""The data contract: canonical column names and the mapping from a real export's names."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+TRANSACTION_REQUIRED = ("customer_id", "timestamp", "amount")
+TRANSACTION_OPTIONAL = ("order_id", "quantity", "channel", "category")
+CUSTOMER_REQUIRED = ("customer_id",)
+CUSTOMER_OPTIONAL = ("signup_date", "age", "gender", "income", "region", "customer_type")
+CUSTOMER_TYPES = ("B2C", "B2B")
+
+
+class DataError(ValueError):
+    """Unusable input; the message names the column, the count and an example."""
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Canonical column name -> the name it has in the source (only the ones that differ).
+
+    One mapping serves both tables: `customer_id` is renamed wherever the source name appears.
+    """
+
+    renames: dict[str, str] = field(default_factory=dict)
+    time_format: str | None = None
+    encoding: str = "utf-8"
+
+    @classmethod
+    def from_options(
+        cls,
+        mapping_file: Path | None = None,
+        time_format: str | None = None,
+        encoding: str = "utf-8",
+        **columns: str | None,
+    ) -> ColumnMapping:
+        """Build from a JSON/TOML mapping file plus `--<name>-col` options (options win)."""
+        renames: dict[str, str] = {}
+        if mapping_file is not None:
+            renames.update(_read_mapping_file(Path(mapping_file)))
+        renames.update({k: v for k, v in columns.items() if v})
+        known = set(TRANSACTION_REQUIRED + TRANSACTION_OPTIONAL + CUSTOMER_OPTIONAL)
+        unknown = sorted(set(renames) - known)
+        if unknown:
+            raise DataError(
+                f"column mapping names unknown field(s) {unknown}; known fields: {sorted(known)}"
+            )
+        return cls(renames=renames, time_format=time_format, encoding=encoding)
+
+    def source_to_canonical(self, columns: list[str]) -> dict[str, str]:
+        """Renames to apply to a frame with these columns."""
+        present = set(columns)
+        return {src: canon for canon, src in self.renames.items() if src in present}
+
+    def source_name(self, canonical: str) -> str:
+        return self.renames.get(canonical, canonical)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _read_mapping_file(path: Path) -> dict[str, str]:
+    if not path.exists():
+        raise DataError(f"mapping file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise DataError(f"mapping file {path} is not valid JSON/TOML: {exc}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise DataError(
+            f"mapping file {path} must map field names to column names, "
+            'e.g. {"customer_id": "CustomerID", "timestamp": "InvoiceDate"}'
+        )
+    return data

@@ -1,0 +1,179 @@
+"""Read and write tables: CSV, Parquet, or a SQL table/query through a SQLAlchemy URL.
+
+A SQL source is written `URL#table` or `URL#SELECT ...`; a SQL sink is `URL#table`.
+`postgresql://` URLs use the psycopg 3 driver.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from features.schema import DataError
+
+_SQL_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+def is_sql(spec: str) -> bool:
+    return "://" in str(spec)
+
+
+def split_sql(spec: str) -> tuple[str, str]:
+    """`URL#table_or_query` -> (URL for SQLAlchemy, table or query)."""
+    url, sep, target = str(spec).partition("#")
+    if not sep or not target.strip():
+        raise DataError(
+            f"SQL source/sink {redact(url)!r} needs a table or query after '#', "
+            "e.g. postgresql://127.0.0.1/test#transactions"
+        )
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url, target.strip()
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", str(url))
+
+
+def engine_for(url: str):
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.create_engine(url)
+    except Exception as exc:  # bad dialect, missing driver
+        raise DataError(f"cannot use database URL {redact(url)}: {exc}") from None
+
+
+def read_table(spec: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a source as it is. CSV columns come back as strings so that ids keep leading zeros."""
+    spec = str(spec)
+    if is_sql(spec):
+        return _read_sql(spec)
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty (0 bytes)")
+    suffixes = "".join(path.suffixes).lower()
+    if ".parquet" in suffixes or suffixes.endswith(".pq"):
+        try:
+            return pq.read_table(path).to_pandas()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
+    return _read_csv(path, encoding)
+
+
+def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
+    with open(path, newline="", encoding=encoding, errors="replace") as fh:
+        header = next(csv.reader(fh), None)
+    if not header:
+        raise DataError(f"{path} has no header row")
+    read_opts = pacsv.ReadOptions(encoding=encoding, block_size=1 << 24)
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in header},
+        strings_can_be_null=True,
+        null_values=[""],
+    )
+    try:
+        table = pacsv.read_csv(path, read_options=read_opts, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc) or "utf-8" in str(exc).lower():
+            line, byte = _first_bad_utf8(path)
+            raise DataError(
+                f"{path} is not valid UTF-8: byte 0x{byte:02x} on line {line}. "
+                "Re-export as UTF-8 or pass --encoding (e.g. --encoding latin-1)."
+            ) from None
+        raise DataError(f"{path} is not a readable CSV file: {exc}") from None
+    if table.num_rows == 0:
+        raise DataError(f"{path} has a header but no data rows")
+    return table.to_pandas()
+
+
+def _first_bad_utf8(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1, data[exc.start]
+    return 0, 0
+
+
+def _read_sql(spec: str) -> pd.DataFrame:
+    import sqlalchemy
+
+    url, target = split_sql(spec)
+    engine = engine_for(url)
+    query = target if not _SQL_IDENT.match(target) else f"SELECT * FROM {target}"
+    try:
+        with engine.connect() as conn:
+            frame = pd.read_sql_query(sqlalchemy.text(query), conn)
+    except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
+        reason = str(getattr(cause, "orig", cause)).strip().splitlines()[0]
+        raise DataError(f"cannot read {target!r} from {redact(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+    if frame.empty:
+        raise DataError(f"{target!r} at {redact(url)} returned no rows")
+    return frame
+
+
+def write_table(frame: pd.DataFrame, spec: str | Path) -> str:
+    """Write by the destination's form: `.parquet`, `.csv`, or `URL#table` (replaced)."""
+    spec = str(spec)
+    if is_sql(spec):
+        return _write_sql(frame, spec)
+    path = Path(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    elif suffix == ".csv":
+        pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
+    else:
+        raise DataError(f"cannot tell the format of {path}: use a .parquet or .csv suffix")
+    return str(path)
+
+
+def _write_sql(frame: pd.DataFrame, spec: str) -> str:
+    """Replace the table, loading rows with PostgreSQL COPY where available."""
+    url, table = split_sql(spec)
+    if not _SQL_IDENT.match(table):
+        raise DataError(f"SQL sink needs a table name after '#', got {table!r}")
+    engine = engine_for(url)
+    try:
+        frame.head(0).to_sql(table, engine, if_exists="replace", index=False)
+        if engine.dialect.name == "postgresql":
+            _copy_into(engine, table, frame)
+        else:
+            frame.to_sql(table, engine, if_exists="append", index=False, chunksize=50_000)
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise DataError(f"cannot write table {table!r} at {redact(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+    return f"{redact(url)}#{table}"
+
+
+def _copy_into(engine, table: str, frame: pd.DataFrame) -> None:
+    cols = ", ".join(f'"{c}"' for c in frame.columns)
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            target = ".".join(f'"{p}"' for p in table.split("."))
+            with cur.copy(f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv)") as copy:
+                for start in range(0, len(frame), 200_000):
+                    buf = io.StringIO()
+                    frame.iloc[start : start + 200_000].to_csv(buf, index=False, header=False)
+                    copy.write(buf.getvalue())
+        raw.commit()
+    finally:
+        raw.close()

@@ -1,0 +1,300 @@
+"""Raw records -> validated tables, with a data-quality report of everything dropped or noted.
+
+Policy: a problem in a few rows drops those rows and counts them in the report; when more than
+`max_bad_fraction` of the rows share a problem, the file is refused, because that is a wrong
+column mapping or date format rather than dirty rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.schema import (
+    CUSTOMER_OPTIONAL,
+    CUSTOMER_REQUIRED,
+    CUSTOMER_TYPES,
+    TRANSACTION_OPTIONAL,
+    TRANSACTION_REQUIRED,
+    ColumnMapping,
+    DataError,
+)
+
+DAY = pd.Timedelta(days=1)
+_TZ_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2})$"
+
+
+@dataclass
+class QualityReport:
+    """What happened to the rows of one source: kept, dropped (by reason), noted (kept)."""
+
+    source: str
+    rows_read: int = 0
+    rows_kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    noted: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def drop(self, reason: str, count: int, example: str | None = None) -> None:
+        if count:
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
+            if example is not None:
+                self.examples.setdefault(reason, example)
+
+    def note(self, reason: str, count: int, example: str | None = None) -> None:
+        if count:
+            self.noted[reason] = self.noted.get(reason, 0) + int(count)
+            if example is not None:
+                self.examples.setdefault(reason, example)
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "dropped": dict(self.dropped),
+            "noted": dict(self.noted),
+            "examples": dict(self.examples),
+        }
+
+
+def normalize_ids(values: pd.Series) -> pd.Series:
+    """Ids as strings: leading zeros kept, `17850.0` -> `17850`, blanks -> missing."""
+    if pd.api.types.is_float_dtype(values):
+        whole = values.notna() & np.isfinite(values) & (values == np.round(values))
+        out = values.astype("string")
+        out[whole] = values[whole].astype("int64").astype("string")
+        return out.astype("str")
+    if pd.api.types.is_integer_dtype(values):
+        return values.astype("str")
+    out = values.astype("str").str.strip()
+    out = out.str.replace(r"^(\d+)\.0+$", r"\1", regex=True)
+    return out.where(out.notna() & (out != ""), None)
+
+
+def parse_timestamps(values: pd.Series, time_format: str | None) -> tuple[pd.Series, int]:
+    """Timestamps in UTC: naive means UTC, tz-aware is converted. Returns (parsed, n tz-aware)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC"), int(values.notna().sum())
+    if pd.api.types.is_datetime64_dtype(values):
+        return values.dt.tz_localize("UTC"), 0
+    if pd.api.types.is_numeric_dtype(values):
+        if not time_format:
+            raise DataError(
+                "column 'timestamp' holds numbers; pass --time-format (e.g. %Y%m%d) to read them"
+            )
+        values = values.astype("Int64").astype("str")
+    text = values.astype("str").str.strip()
+    n_aware = int(text.str.contains(_TZ_SUFFIX, regex=True, na=False).sum())
+    # Without a format only ISO 8601 is read: guessing day/month order silently swaps dates.
+    parsed = pd.to_datetime(text, format=time_format or "ISO8601", utc=True, errors="coerce")
+    return parsed, n_aware
+
+
+def _refuse_or_drop(
+    bad: pd.Series,
+    frame: pd.DataFrame,
+    column: str,
+    problem: str,
+    raw: pd.Series,
+    report: QualityReport,
+    max_bad_fraction: float,
+) -> None:
+    n_bad = int(bad.sum())
+    if not n_bad:
+        return
+    example = repr(raw[bad].iloc[0])
+    if n_bad > max_bad_fraction * len(frame):
+        raise DataError(
+            f"{report.source}: column '{column}' has {n_bad:,} of {len(frame):,} rows with "
+            f"{problem} (e.g. {example}); check the column mapping / --time-format"
+        )
+    report.drop(f"{problem} in '{column}'", n_bad, example)
+
+
+def _check_columns(frame: pd.DataFrame, required: tuple[str, ...], mapping: ColumnMapping, what):
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        wanted = ", ".join(f"'{mapping.source_name(c)}' ({c})" for c in missing)
+        raise DataError(
+            f"{what}: missing required column(s) {wanted}; columns present: "
+            f"{list(frame.columns)}. Map yours with --customer-col/--time-col/--amount-col "
+            "or --mapping FILE."
+        )
+
+
+def validate_transactions(
+    raw: pd.DataFrame,
+    mapping: ColumnMapping | None = None,
+    as_of: pd.Timestamp | str | None = None,
+    source: str = "transactions",
+    max_bad_fraction: float = 0.01,
+) -> tuple[pd.DataFrame, pd.Timestamp, QualityReport]:
+    """Clean a raw transaction table. Returns (table, as_of, report).
+
+    `as_of` is a UTC day; rows later than that day are dropped and counted. It defaults to the
+    day of the latest transaction.
+    """
+    mapping = mapping or ColumnMapping()
+    report = QualityReport(source=source, rows_read=len(raw))
+    if raw.empty:
+        raise DataError(f"{source}: no rows")
+    frame = raw.rename(columns=mapping.source_to_canonical(list(raw.columns)))
+    _check_columns(frame, TRANSACTION_REQUIRED, mapping, source)
+    keep = [c for c in TRANSACTION_REQUIRED + TRANSACTION_OPTIONAL if c in frame.columns]
+    frame = frame[keep]
+
+    ids = normalize_ids(frame["customer_id"])
+    stamps, n_aware = parse_timestamps(frame["timestamp"], mapping.time_format)
+    raw_amount = frame["amount"]
+    if pd.api.types.is_numeric_dtype(raw_amount):
+        amount = raw_amount.astype("float64")
+        not_numeric = pd.Series(False, index=frame.index)
+    else:
+        text = raw_amount.astype("str").str.strip()
+        amount = pd.to_numeric(text, errors="coerce").astype("float64")
+        lowered = text.str.lower()
+        not_numeric = amount.isna() & text.notna() & ~lowered.isin(["nan", "inf", "-inf"])
+    not_finite = ~np.isfinite(amount) & ~not_numeric
+
+    checks = [
+        (ids.isna(), "customer_id", "a null or empty id", frame["customer_id"]),
+        (stamps.isna(), "timestamp", "an unparseable date", frame["timestamp"]),
+        (not_numeric, "amount", "a non-numeric value", raw_amount),
+        (not_finite, "amount", "a missing, NaN or infinite value", raw_amount),
+    ]
+    bad_any = pd.Series(False, index=frame.index)
+    for bad, column, problem, shown in checks:
+        bad = bad & ~bad_any  # count each row once, under its first problem
+        # Rows without a customer (guest checkouts) are common in real exports: always dropped.
+        limit = 1.0 if column == "customer_id" else max_bad_fraction
+        _refuse_or_drop(bad, frame, column, problem, shown, report, limit)
+        bad_any |= bad
+
+    clean = pd.DataFrame(
+        {"customer_id": ids, "timestamp": stamps.astype("datetime64[us, UTC]"), "amount": amount}
+    )
+    for col in TRANSACTION_OPTIONAL:
+        if col in frame.columns:
+            if col == "quantity":
+                clean[col] = pd.to_numeric(frame[col], errors="coerce")
+            else:
+                clean[col] = normalize_ids(frame[col])
+    clean = clean[~bad_any.to_numpy()]
+    if n_aware and n_aware < report.rows_read:
+        report.note("tz-aware timestamps converted to UTC (others read as UTC)", n_aware)
+
+    if clean.empty:
+        raise DataError(f"{source}: no valid rows left after dropping {report.dropped}")
+    as_of = clean["timestamp"].max().floor("D") if as_of is None else to_day(as_of)
+    late = clean["timestamp"] >= as_of + DAY
+    report.drop(
+        f"dated after as_of {as_of.date()}",
+        int(late.sum()),
+        str(clean.loc[late, "timestamp"].iloc[0]) if late.any() else None,
+    )
+    clean = clean[~late]
+
+    dup = clean.duplicated(keep="first")
+    report.drop(
+        "exact duplicate row",
+        int(dup.sum()),
+        _row_example(clean[dup]) if dup.any() else None,
+    )
+    clean = clean[~dup]
+
+    refunds = clean["amount"] < 0
+    report.note("refunds (negative amount, netted into spend)", int(refunds.sum()))
+    report.note("zero-amount rows (not counted as purchases)", int((clean["amount"] == 0).sum()))
+    first_buy = clean.loc[clean["amount"] > 0].groupby("customer_id")["timestamp"].min()
+    first_for_row = clean["customer_id"].map(first_buy)
+    orphan = refunds & (first_for_row.isna() | (clean["timestamp"] < first_for_row))
+    report.note(
+        "refunds with no earlier purchase (kept, netted)",
+        int(orphan.sum()),
+        _row_example(clean[orphan]) if orphan.any() else None,
+    )
+    if clean.empty:
+        raise DataError(f"{source}: no rows at or before as_of {as_of.date()}")
+    clean = clean.reset_index(drop=True)
+    report.rows_kept = len(clean)
+    return clean, as_of, report
+
+
+def validate_customers(
+    raw: pd.DataFrame,
+    mapping: ColumnMapping | None = None,
+    source: str = "customers",
+    max_bad_fraction: float = 0.01,
+) -> tuple[pd.DataFrame, QualityReport]:
+    """Clean customer attributes. Unusable attribute values become missing and are counted."""
+    mapping = mapping or ColumnMapping()
+    report = QualityReport(source=source, rows_read=len(raw))
+    if raw.empty:
+        raise DataError(f"{source}: no rows")
+    frame = raw.rename(columns=mapping.source_to_canonical(list(raw.columns)))
+    _check_columns(frame, CUSTOMER_REQUIRED, mapping, source)
+    ids = normalize_ids(frame["customer_id"])
+    _refuse_or_drop(
+        ids.isna(),
+        frame,
+        "customer_id",
+        "a null or empty id",
+        frame["customer_id"],
+        report,
+        max_bad_fraction,
+    )
+    out = pd.DataFrame({"customer_id": ids})
+    if "signup_date" in frame.columns:
+        signup, _ = parse_timestamps(frame["signup_date"], None)
+        _note_nulled(report, "signup_date", frame["signup_date"], signup)
+        out["signup_date"] = signup.astype("datetime64[us, UTC]")
+    for col, low, high in (("age", 0, 120), ("income", 0, np.inf)):
+        if col in frame.columns:
+            num = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+            num = num.where((num >= low) & (num <= high))
+            _note_nulled(report, col, frame[col], num)
+            out[col] = num
+    for col in ("gender", "region"):
+        if col in frame.columns:
+            out[col] = normalize_ids(frame[col])
+    if "customer_type" in frame.columns:
+        ctype = normalize_ids(frame["customer_type"]).str.upper()
+        ctype = ctype.where(ctype.isin(CUSTOMER_TYPES))
+        _note_nulled(report, "customer_type", frame["customer_type"], ctype)
+        out["customer_type"] = ctype
+    out = out[ids.notna().to_numpy()]
+    dup = out["customer_id"].duplicated(keep="first")
+    report.drop(
+        "repeated customer_id (first row kept)",
+        int(dup.sum()),
+        repr(out.loc[dup, "customer_id"].iloc[0]) if dup.any() else None,
+    )
+    out = out[~dup].reset_index(drop=True)
+    report.rows_kept = len(out)
+    return out[["customer_id"] + [c for c in CUSTOMER_OPTIONAL if c in out.columns]], report
+
+
+def _note_nulled(report: QualityReport, column: str, before: pd.Series, after: pd.Series) -> None:
+    lost = before.notna() & (before.astype("str").str.strip() != "") & after.isna()
+    if lost.any():
+        report.note(
+            f"unusable '{column}' set to missing", int(lost.sum()), repr(before[lost].iloc[0])
+        )
+
+
+def to_day(value) -> pd.Timestamp:
+    """A date-like value as a UTC day (midnight)."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise DataError(f"as_of {value!r} is not a date (use YYYY-MM-DD)") from None
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.floor("D")
+
+
+def _row_example(rows: pd.DataFrame) -> str:
+    row = rows.iloc[0]
+    return ", ".join(f"{k}={row[k]!s}" for k in ("customer_id", "timestamp", "amount"))

@@ -1,0 +1,1 @@
+"""Estimators (personas, churn, value, BTYD baseline), the model bundle, the registry boundary."""

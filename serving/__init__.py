@@ -1,0 +1,1 @@
+"""Serving: BentoML service, request/response schemas, batch scoring and feature lookup."""

@@ -1,0 +1,76 @@
+import pandas as pd
+import pytest
+
+from features.load import load_inputs
+from features.schema import ColumnMapping, DataError
+from features.sources import read_table, redact, write_table
+
+
+def test_csv_keeps_leading_zeros(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("customer_id,timestamp,amount\n00042,2024-01-01,5\n17850.0,2024-01-02,3\n")
+    inputs = load_inputs(str(path))
+    assert inputs.transactions["customer_id"].tolist() == ["00042", "17850"]
+
+
+def test_empty_and_header_only_files_are_refused(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        read_table(empty)
+    header = tmp_path / "header.csv"
+    header.write_text("customer_id,timestamp,amount\n")
+    with pytest.raises(DataError, match="no data rows"):
+        read_table(header)
+
+
+def test_non_utf8_byte_names_line_and_encoding_option(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes(
+        b"customer_id,timestamp,amount,channel\n1,2024-01-01,5,web\n2,2024-01-02,3,caf\xe9\n"
+    )
+    with pytest.raises(DataError, match=r"byte 0xe9 on line 3.*--encoding"):
+        read_table(path)
+    frame = read_table(path, encoding="latin-1")
+    assert frame["channel"].tolist() == ["web", "café"]
+
+
+def test_parquet_round_trip(tmp_path):
+    frame = pd.DataFrame({"customer_id": ["007"], "timestamp": ["2024-01-01"], "amount": [1.5]})
+    write_table(frame, tmp_path / "x.parquet")
+    pd.testing.assert_frame_equal(read_table(tmp_path / "x.parquet"), frame)
+    with pytest.raises(DataError, match="suffix"):
+        write_table(frame, tmp_path / "x.xlsx")
+
+
+def test_missing_file_and_bad_sql_spec():
+    with pytest.raises(DataError, match="does not exist"):
+        read_table("/nonexistent/t.csv")
+    with pytest.raises(DataError, match="needs a table or query"):
+        read_table("postgresql://u:secret@127.0.0.1/test")
+
+
+def test_redact_hides_passwords():
+    assert redact("postgresql://bob:hunter2@db/x#t") == "postgresql://bob:***@db/x#t"
+
+
+def test_postgres_table_and_query_sources(pg_url):
+    frame = pd.DataFrame(
+        {
+            "cust": ["00042", "00042", "00007"],
+            "ts": ["20240101", "20240105", "20240103"],
+            "value": [10.0, -2.5, 4.0],
+        }
+    )
+    write_table(frame, f"{pg_url}#clientela_test_tx")
+    mapping = ColumnMapping.from_options(
+        time_format="%Y%m%d", customer_id="cust", timestamp="ts", amount="value"
+    )
+    inputs = load_inputs(f"{pg_url}#clientela_test_tx", mapping=mapping)
+    tx = inputs.transactions.sort_values(["customer_id", "timestamp"])
+    assert tx["customer_id"].tolist() == ["00007", "00042", "00042"]
+    assert tx["amount"].sum() == pytest.approx(11.5)
+    query = f"{pg_url}#SELECT * FROM clientela_test_tx WHERE value > 0"
+    assert len(read_table(query)) == 2
+    with pytest.raises(DataError, match="cannot read 'no_such_table'"):
+        read_table(f"{pg_url}#no_such_table")

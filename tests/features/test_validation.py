@@ -1,0 +1,153 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.schema import ColumnMapping, DataError
+from features.validation import normalize_ids, validate_customers, validate_transactions
+
+
+def raw(rows, columns=("customer_id", "timestamp", "amount")):
+    return pd.DataFrame(rows, columns=list(columns), dtype="str")
+
+
+GOOD = [("001", "2024-01-01", "10.0")] * 0 + [
+    (f"{i:03d}", f"2024-01-{1 + i % 28:02d}", "10.0") for i in range(200)
+]
+
+
+def test_ids_keep_leading_zeros_and_float_ids_are_fixed():
+    ids = normalize_ids(pd.Series(["00042", " 17850.0 ", "", None, "A-1"]))
+    assert ids.tolist()[:2] == ["00042", "17850"]
+    assert ids.isna().tolist() == [False, False, True, True, False]
+    assert normalize_ids(pd.Series([17850.0, 12.0, np.nan])).tolist()[:2] == ["17850", "12"]
+    assert normalize_ids(pd.Series([7, 8])).tolist() == ["7", "8"]
+
+
+def test_missing_column_is_named():
+    with pytest.raises(DataError, match=r"missing required column\(s\) 'amount'"):
+        validate_transactions(raw([("1", "2024-01-01")], ("customer_id", "timestamp")))
+
+
+def test_mapping_renames_and_yyyymmdd_integers_parse():
+    frame = pd.DataFrame({"Cust": [1, 2], "Day": [20240105, 20240107], "Value": [3.5, 4.0]})
+    mapping = ColumnMapping.from_options(
+        time_format="%Y%m%d", customer_id="Cust", timestamp="Day", amount="Value"
+    )
+    clean, as_of, _ = validate_transactions(frame, mapping)
+    assert clean["customer_id"].tolist() == ["1", "2"]
+    assert as_of == pd.Timestamp("2024-01-07", tz="UTC")
+    assert clean["timestamp"].iloc[0] == pd.Timestamp("2024-01-05", tz="UTC")
+
+
+def test_missing_mapped_column_names_the_source_name():
+    mapping = ColumnMapping.from_options(customer_id="CustomerID")
+    with pytest.raises(DataError, match="'CustomerID' \\(customer_id\\)"):
+        validate_transactions(raw(GOOD, ("cust", "timestamp", "amount")), mapping)
+
+
+def test_unknown_mapping_field_is_refused():
+    with pytest.raises(DataError, match="unknown field"):
+        ColumnMapping.from_options(colour="Colour")
+
+
+def test_a_few_bad_rows_are_dropped_and_counted_with_an_example():
+    rows = GOOD + [
+        ("900", "not a date", "1"),
+        ("901", "2024-01-02", "abc"),
+        ("902", "2024-01-02", "inf"),
+        ("", "2024-01-02", "1"),
+    ]
+    clean, _, report = validate_transactions(raw(rows), max_bad_fraction=0.05)
+    assert len(clean) == 200
+    assert report.dropped == {
+        "a null or empty id in 'customer_id'": 1,
+        "an unparseable date in 'timestamp'": 1,
+        "a non-numeric value in 'amount'": 1,
+        "a missing, NaN or infinite value in 'amount'": 1,
+    }
+    assert report.examples["a non-numeric value in 'amount'"] == "'abc'"
+    assert report.rows_read == 204 and report.rows_kept == 200
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([("1", "31/12/2024", "1")] * 5, r"column 'timestamp' has 5 of 5 rows with an unparseable"),
+        ([("1", "2024-01-01", "1,5")] * 3, r"column 'amount' has 3 of 3 rows with a non-numeric"),
+        ([("", "2024-01-01", "1")] * 2, r"no valid rows left"),
+    ],
+)
+def test_many_bad_rows_refuse_the_file(rows, message):
+    with pytest.raises(DataError, match=message):
+        validate_transactions(raw(rows))
+
+
+def test_nan_amount_in_numeric_source_is_dropped():
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["1"] * 200,
+            "timestamp": pd.date_range("2024-01-01", periods=200, freq="h"),
+            "amount": [np.nan] + [1.0] * 199,
+        }
+    )
+    clean, _, report = validate_transactions(frame)
+    assert len(clean) == 199
+    assert report.dropped == {"a missing, NaN or infinite value in 'amount'": 1}
+
+
+def test_empty_table_is_refused():
+    with pytest.raises(DataError, match="no rows"):
+        validate_transactions(raw([]))
+
+
+def test_rows_after_as_of_are_dropped_and_counted():
+    rows = [("1", "2024-01-01", "5"), ("1", "2024-01-02 23:59", "5"), ("1", "2024-01-03", "5")]
+    clean, as_of, report = validate_transactions(raw(rows), as_of="2024-01-02")
+    assert as_of == pd.Timestamp("2024-01-02", tz="UTC")
+    assert len(clean) == 2
+    assert report.dropped == {"dated after as_of 2024-01-02": 1}
+
+
+def test_exact_duplicates_are_dropped_but_same_day_repeats_are_not():
+    rows = [("1", "2024-01-01 10:00", "5"), ("1", "2024-01-01 10:00", "5")]
+    rows += [("1", "2024-01-01 11:00", "5")]
+    clean, _, report = validate_transactions(raw(rows))
+    assert len(clean) == 2
+    assert report.dropped == {"exact duplicate row": 1}
+
+
+def test_refunds_are_kept_and_orphan_refunds_are_noted():
+    rows = [("1", "2024-01-01", "-3"), ("1", "2024-01-02", "10"), ("1", "2024-01-03", "-4")]
+    clean, _, report = validate_transactions(raw(rows))
+    assert clean["amount"].sum() == 3.0
+    assert report.noted["refunds (negative amount, netted into spend)"] == 2
+    assert report.noted["refunds with no earlier purchase (kept, netted)"] == 1
+
+
+def test_mixed_aware_and_naive_timestamps_become_utc():
+    rows = [("1", "2024-01-01 10:00", "1"), ("1", "2024-01-02T10:00:00+02:00", "1")]
+    clean, _, report = validate_transactions(raw(rows))
+    assert clean["timestamp"].tolist() == [
+        pd.Timestamp("2024-01-01 10:00", tz="UTC"),
+        pd.Timestamp("2024-01-02 08:00", tz="UTC"),
+    ]
+    assert report.noted == {"tz-aware timestamps converted to UTC (others read as UTC)": 1}
+
+
+def test_customers_attributes_are_cleaned_and_counted():
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["001", "002", "002", "003"],
+            "age": ["34", "-5", "40", "x"],
+            "customer_type": ["b2b", "B2C", "B2C", "retail"],
+            "signup_date": ["2023-01-01", "2023-02-01", "2023-02-01", "never"],
+        }
+    )
+    clean, report = validate_customers(frame)
+    assert clean["customer_id"].tolist() == ["001", "002", "003"]
+    assert clean["age"].tolist()[0] == 34 and clean["age"].isna().tolist() == [False, True, True]
+    assert clean["customer_type"].tolist()[:2] == ["B2B", "B2C"]
+    assert report.noted["unusable 'age' set to missing"] == 2
+    assert report.noted["unusable 'customer_type' set to missing"] == 1
+    assert report.noted["unusable 'signup_date' set to missing"] == 1
+    assert report.dropped == {"repeated customer_id (first row kept)": 1}

@@ -1,0 +1,75 @@
+"""The command line as a user meets it: real-world-shaped exports, clear errors, exit codes."""
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from clientela import app
+
+runner = CliRunner()
+
+
+def test_features_from_an_export_with_other_column_names(tmp_path):
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+        "536365,85123A,6,20101201,2.55,17850.0,United Kingdom\n"
+        "536366,71053,6,20101203,3.39,17850.0,United Kingdom\n"
+        "536367,84406B,8,20101202,2.75,01234,France\n"
+        "536368,84406B,8,20101202,2.75,,France\n"
+    )
+    out = tmp_path / "features.parquet"
+    result = runner.invoke(
+        app,
+        [
+            "features",
+            "-t",
+            str(export),
+            "--out",
+            str(out),
+            "--as-of",
+            "2010-12-03",
+            "--customer-col",
+            "CustomerID",
+            "--time-col",
+            "InvoiceDate",
+            "--amount-col",
+            "UnitPrice",
+            "--time-format",
+            "%Y%m%d",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out).set_index("customer_id")
+    assert sorted(table.index) == ["01234", "17850"]
+    assert table.loc["17850", "frequency"] == 1
+    assert table.loc["17850", "recency_days"] == 0
+    assert "null or empty id" in result.output  # the dropped row is reported
+
+
+def test_mapping_file(tmp_path):
+    export = tmp_path / "export.csv"
+    export.write_text("who,when,paid\n1,2024-01-01,5\n")
+    mapping = tmp_path / "map.json"
+    mapping.write_text('{"customer_id": "who", "timestamp": "when", "amount": "paid"}')
+    out = tmp_path / "f.csv"
+    result = runner.invoke(
+        app, ["features", "-t", str(export), "--out", str(out), "--mapping", str(mapping)]
+    )
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out, dtype={"customer_id": str})["customer_id"].tolist() == ["1"]
+
+
+def test_refused_file_exits_non_zero_without_traceback(tmp_path):
+    export = tmp_path / "export.csv"
+    export.write_text("customer_id,timestamp\n1,2024-01-01\n")
+    result = runner.invoke(app, ["features", "-t", str(export), "--out", str(tmp_path / "f.csv")])
+    assert result.exit_code == 2
+    assert "missing required column(s) 'amount'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_generate_writes_data_and_truth(tmp_path):
+    result = runner.invoke(app, ["generate", "--customers", "300", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    truth = pd.read_parquet(tmp_path / "truth.parquet")
+    assert len(truth) == 300 and truth["persona_id"].nunique() == 5
