@@ -76,9 +76,9 @@ def customer_features(
         return np.bincount(idx if mask is None else idx[mask], minlength=n)
 
     def total(values, mask=None):
-        if mask is None:
-            return np.bincount(codes, weights=values, minlength=n)
-        return np.bincount(codes[mask], weights=values[mask], minlength=n)
+        # Zeroing by multiplication is cheaper than copying the selected rows out.
+        weights = values if mask is None else values * mask
+        return np.bincount(codes, weights=weights, minlength=n)
 
     buy = amount > 0
     out: dict[str, np.ndarray] = {}
@@ -86,11 +86,14 @@ def customer_features(
     out["total_spend"] = total(amount)
     out["gross_spend"] = total(amount, buy)
     out["refund_amount"] = 0.0 - total(amount, amount < 0)
-    out["days_since_activity"] = pd.Series(days_ago).groupby(codes).min().to_numpy()
-
-    # Distinct purchase days, sorted by customer then most recent first.
+    # One sort of (customer, days ago, not-a-purchase) gives both the last activity of any kind
+    # and the distinct purchase days, sorted by customer then most recent first.
     span = int(days_ago.max()) + 1 if len(days_ago) else 1
-    keys = np.sort(pd.unique(codes[buy].astype(np.int64) * span + days_ago[buy]))
+    keys = np.sort((codes.astype(np.int64) * span + days_ago) * 2 + ~buy)
+    first_row = np.r_[True, keys[1:] // (2 * span) != keys[:-1] // (2 * span)]
+    out["days_since_activity"] = (keys[first_row] // 2) % span
+    buy_keys = keys[keys % 2 == 0] // 2
+    keys = buy_keys[np.r_[True, buy_keys[1:] != buy_keys[:-1]]] if len(buy_keys) else buy_keys
     day_code, day_ago = keys // span, keys % span
     n_days = count(idx=day_code)
     has = n_days > 0
