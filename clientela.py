@@ -51,10 +51,19 @@ def _user_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from features.schema import DataError
+        from models.bundle import BundleError
+        from models.registry import RegistryError
 
         try:
             return func(*args, **kwargs)
-        except (DataError, ValueError, FileNotFoundError, PermissionError) as exc:
+        except (
+            DataError,
+            BundleError,
+            RegistryError,
+            ValueError,
+            FileNotFoundError,
+            PermissionError,
+        ) as exc:
             console.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(2) from None
 
@@ -151,6 +160,123 @@ def features(
 
 @app.command()
 @_user_errors
+def train(
+    transactions: Transactions,
+    customers: Customers = None,
+    as_of: AsOf = None,
+    churn_horizon: Annotated[int, typer.Option(help="Days without purchase = churn")] = 90,
+    value_horizon: Annotated[int, typer.Option(help="Days of future spend to predict")] = 365,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "clientela",
+    model_name: Annotated[str, typer.Option(help="Registered model name")] = "clientela",
+    personas: Annotated[
+        int | None, typer.Option(help="Fix the number of personas (default: chosen in 3-8)")
+    ] = None,
+    customer_col: CustomerCol = None,
+    time_col: TimeCol = None,
+    amount_col: AmountCol = None,
+    mapping: MappingFile = None,
+    time_format: TimeFormat = None,
+    encoding: Encoding = "utf-8",
+) -> None:
+    """Train personas, churn and value models; log, register and maybe promote them."""
+    from features.load import load_inputs
+    from training.config import TrainConfig
+    from training.run import run_training
+
+    config = TrainConfig(
+        churn_horizon=churn_horizon,
+        value_horizon=value_horizon,
+        experiment=experiment,
+        model_name=model_name,
+        n_personas=personas,
+    )
+    cols = _mapping(mapping, time_format, encoding, customer_col, time_col, amount_col)
+    with console.status("loading and validating"):
+        inputs = load_inputs(transactions, customers, as_of, cols)
+    _print_reports(inputs.reports)
+    with console.status("training") as status:
+        outcome = run_training(inputs, config, progress=lambda msg: status.update(msg))
+    _print_training(outcome)
+
+
+def _print_training(outcome) -> None:
+    m = outcome.result.metrics
+    table = Table(title="out-of-time evaluation: models vs BTYD baseline", title_justify="left")
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    table.add_column("BTYD baseline", justify="right")
+    for key, label in (
+        ("churn_auc", "churn AUC"),
+        ("churn_pr_auc", "churn PR-AUC"),
+        ("churn_brier", "churn Brier (lower is better)"),
+        ("churn_calibration_error", "churn calibration error (lower)"),
+        ("churn_top_decile_lift", "churn top-decile lift"),
+        ("value_normalized_gini", "value normalised Gini"),
+        ("value_spearman", "value Spearman"),
+        ("value_mae", "value MAE (lower)"),
+        ("value_aggregate_bias", "value aggregate bias (0 is best)"),
+    ):
+        table.add_row(label, f"{m[key]:.3f}", f"{m['baseline_' + key]:.3f}")
+    console.print(table)
+    catalog = Table(title="personas", title_justify="left")
+    for col in ("id", "name", "share", "revenue share", "churn rate"):
+        catalog.add_column(col)
+    for row in outcome.result.bundle.manifest["persona_catalog"]:
+        catalog.add_row(
+            str(row["persona_id"]),
+            row["persona_name"],
+            f"{row['share']:.1%}",
+            f"{row['revenue_share']:.1%}",
+            f"{row['churn_rate']:.1%}" if row["churn_rate"] is not None else "-",
+        )
+    console.print(catalog)
+    console.print(
+        f"personas: silhouette {m['persona_silhouette']:.3f}, "
+        f"stability {m['persona_stability']:.1%}"
+    )
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in outcome.result.timings.items())
+    console.print(f"timings: {timings}")
+    rec = outcome.record
+    status = (
+        "[bold green]promoted to champion[/]"
+        if outcome.promoted
+        else "[yellow]left as challenger[/]"
+    )
+    console.print(
+        f"registered {outcome.result.bundle.manifest.get('as_of')} bundle as version "
+        f"{rec.version} ({status}): {outcome.reason}\n"
+        f"run {rec.run_id} at {outcome.tracking_uri}\n"
+        f"open the MLflow UI: [bold]mlflow ui --backend-store-uri {outcome.tracking_uri}[/]"
+    )
+
+
+@app.command()
+@_user_errors
+def promote(
+    version: Annotated[str, typer.Option("--version", help="Registered version to promote")],
+    model_name: Annotated[str, typer.Option(help="Registered model name")] = "clientela",
+) -> None:
+    """Make a registered version the champion."""
+    from models import registry
+
+    registry.set_champion(model_name, version)
+    console.print(f"{model_name} version {version} is now the champion")
+
+
+@app.command()
+@_user_errors
+def rollback(
+    model_name: Annotated[str, typer.Option(help="Registered model name")] = "clientela",
+) -> None:
+    """Move the champion alias back to the previous champion."""
+    from models import registry
+
+    old, new = registry.rollback(model_name)
+    console.print(f"{model_name}: champion moved back from version {old} to version {new}")
+
+
+@app.command()
+@_user_errors
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where demo data and results go")] = Path("demo"),
     customers: Annotated[int, typer.Option("--customers", "-n")] = 20_000,
@@ -158,11 +284,9 @@ def demo(
     """Run the main job end to end on generated data and embedded defaults."""
     data = workdir / "data"
     generate(customers=customers, out=data, seed=7, end="2025-12-31", years=3.0, fmt="parquet")
-    features(
-        transactions=str(data / "transactions.parquet"),
-        out=str(workdir / "features.parquet"),
-        customers=str(data / "customers.parquet"),
-    )
+    tx, cust = str(data / "transactions.parquet"), str(data / "customers.parquet")
+    features(transactions=tx, out=str(workdir / "features.parquet"), customers=cust)
+    train(transactions=tx, customers=cust)
     console.print(f"[bold green]demo done[/]: data in {data}/, features in {workdir}/")
 
 

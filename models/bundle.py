@@ -1,0 +1,165 @@
+"""The model bundle: every model of one training run in non-executable files (JSON, XGBoost
+UBJSON) plus a manifest with the sha256 of each file. `Bundle.score` is the one prediction path
+for batch scoring, the API and MLflow's pyfunc."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.boosted import ChurnModel, ValueModel
+from models.btyd import BTYDBaseline
+from models.encoding import FeatureEncoder
+from models.persona import PersonaModel
+
+SCHEMA_VERSION = 1
+FORMAT = "clientela-bundle"
+RISK_BANDS = {"low": 0.3, "medium": 0.6}  # p < 0.3 low, < 0.6 medium, else high
+OUTPUT_COLUMNS = [
+    "customer_id",
+    "persona_id",
+    "persona_name",
+    "lifecycle_stage",
+    "churn_probability",
+    "risk_band",
+    "reasons",
+    "expected_purchases",
+    "predicted_value",
+    "value_percentile",
+]
+
+
+class BundleError(RuntimeError):
+    """A bundle that cannot be used: missing, corrupt, or from another format/schema."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Bundle:
+    encoder: FeatureEncoder
+    persona: PersonaModel
+    churn: ChurnModel
+    value: ValueModel
+    btyd: BTYDBaseline
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def churn_horizon(self) -> int:
+        return int(self.manifest["churn_horizon_days"])
+
+    @property
+    def value_horizon(self) -> int:
+        return int(self.manifest["value_horizon_days"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("model_version", "local"))
+
+    def model_inputs(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Features plus the BTYD baseline's outputs, which the boosted models also use."""
+        btyd = self.btyd.predict(features, self.churn_horizon, self.value_horizon)
+        return pd.concat([features.drop(columns=btyd.columns, errors="ignore"), btyd], axis=1)
+
+    def score(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
+        """Per-customer predictions for a feature table (see `features.customer`)."""
+        features = features.reset_index(drop=True)
+        inputs = self.model_inputs(features)
+        X = self.encoder.transform(inputs)
+        churn = self.churn.predict_proba(X)
+        value = self.value.predict(X)
+        persona = self.persona.predict(features)
+        quantiles = np.asarray(self.manifest["value_quantiles"], dtype="float64")
+        percentile = np.searchsorted(quantiles, value, side="right") - 1
+        band = np.select(
+            [churn < RISK_BANDS["low"], churn < RISK_BANDS["medium"]], ["low", "medium"], "high"
+        )
+        out = pd.DataFrame(
+            {
+                "customer_id": features["customer_id"].astype("str"),
+                "persona_id": persona.astype("int64"),
+                "persona_name": self.persona.name_of(persona),
+                "lifecycle_stage": features["lifecycle_stage"].astype("str"),
+                "churn_probability": churn.astype("float64"),
+                "risk_band": band,
+                "reasons": self.churn.reasons(X) if with_reasons else [[] for _ in range(len(X))],
+                "expected_purchases": inputs["btyd_expected_purchases"].to_numpy("float64"),
+                "predicted_value": value.astype("float64"),
+                "value_percentile": np.clip(percentile, 0, 100).astype("int64"),
+            }
+        )
+        out["model_version"] = self.version
+        return out
+
+    def save(self, directory: Path | str) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = self.churn.save(directory) + self.value.save(directory)
+        for name, payload in (
+            ("encoder.json", self.encoder.to_dict()),
+            ("persona.json", self.persona.to_dict()),
+            ("btyd.json", self.btyd.to_dict()),
+        ):
+            (directory / name).write_text(json.dumps(payload, indent=1))
+            files.append(name)
+        manifest = {
+            **self.manifest,
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "features": self.encoder.input_columns_,
+            "files": {name: sha256(directory / name) for name in sorted(files)},
+        }
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+        self.manifest = manifest
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path | str) -> Bundle:
+        """Load and verify: manifest format and schema version, then every file's sha256."""
+        directory = Path(directory)
+        manifest_path = directory / "manifest.json"
+        if not manifest_path.is_file():
+            raise BundleError(f"{directory} is not a clientela bundle: no manifest.json")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError as exc:
+            raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from None
+        if manifest.get("format") != FORMAT:
+            raise BundleError(f"{directory} is not a clientela bundle (format is missing)")
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise BundleError(
+                f"{directory} has bundle schema version {manifest.get('schema_version')}, "
+                f"this clientela reads version {SCHEMA_VERSION}"
+            )
+        for name, expected in manifest.get("files", {}).items():
+            path = directory / name
+            if not path.is_file():
+                raise BundleError(f"bundle {directory} is missing {name}")
+            if sha256(path) != expected:
+                raise BundleError(f"bundle {directory} is corrupt: sha256 of {name} does not match")
+        try:
+            return cls(
+                encoder=FeatureEncoder.from_dict(
+                    json.loads((directory / "encoder.json").read_text())
+                ),
+                persona=PersonaModel.from_dict(
+                    json.loads((directory / "persona.json").read_text())
+                ),
+                churn=ChurnModel.load(directory),
+                value=ValueModel.load(directory),
+                btyd=BTYDBaseline.from_dict(json.loads((directory / "btyd.json").read_text())),
+                manifest=manifest,
+            )
+        except (KeyError, ValueError, OSError) as exc:
+            raise BundleError(f"bundle {directory} cannot be read: {exc}") from None

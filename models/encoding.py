@@ -1,0 +1,68 @@
+"""Feature table -> numeric matrix for the boosted models, with categories learned at fit time
+and stored as JSON (no pickled transformer on the serving path)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.customer import (
+    ATTRIBUTE_CATEGORICAL,
+    ATTRIBUTE_NUMERIC,
+    NUMERIC_FEATURES,
+    OPTIONAL_BREADTH,
+)
+
+BTYD_FEATURES = ["btyd_p_alive", "btyd_p_churn", "btyd_expected_purchases", "btyd_expected_value"]
+CANDIDATE_NUMERIC = (
+    NUMERIC_FEATURES + list(OPTIONAL_BREADTH.values()) + ATTRIBUTE_NUMERIC + BTYD_FEATURES
+)
+CANDIDATE_CATEGORICAL = ["lifecycle_stage", *ATTRIBUTE_CATEGORICAL]
+MAX_LEVELS = 20
+
+
+class FeatureEncoder:
+    """Numeric features pass through (missing stays NaN for XGBoost); categoricals are one-hot
+    encoded over the levels seen at fit (the `MAX_LEVELS` most common)."""
+
+    def fit(self, frame: pd.DataFrame) -> FeatureEncoder:
+        self.numeric_ = [c for c in CANDIDATE_NUMERIC if c in frame.columns]
+        self.categories_ = {}
+        for col in CANDIDATE_CATEGORICAL:
+            if col in frame.columns:
+                counts = frame[col].dropna().astype("str").value_counts()
+                levels = counts[counts.index != "nan"].index[:MAX_LEVELS]
+                self.categories_[col] = sorted(levels.tolist())
+        return self
+
+    @property
+    def feature_names_(self) -> list[str]:
+        names = list(self.numeric_)
+        for col, levels in self.categories_.items():
+            names += [f"{col}={level}" for level in levels]
+        return names
+
+    @property
+    def input_columns_(self) -> list[str]:
+        return self.numeric_ + list(self.categories_)
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        parts = []
+        for col in self.numeric_:
+            values = frame[col] if col in frame.columns else pd.Series(np.nan, index=frame.index)
+            parts.append(pd.to_numeric(values, errors="coerce").to_numpy("float32"))
+        for col, levels in self.categories_.items():
+            values = frame[col].astype("str").to_numpy() if col in frame.columns else None
+            for level in levels:
+                parts.append(np.zeros(len(frame), "float32") if values is None else values == level)
+        return np.column_stack(parts).astype("float32") if parts else np.zeros((len(frame), 0))
+
+    def to_dict(self) -> dict:
+        return {"numeric": self.numeric_, "categories": self.categories_}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureEncoder:
+        enc = cls()
+        enc.numeric_ = list(data["numeric"])
+        enc.categories_ = {k: list(v) for k, v in data["categories"].items()}
+        return enc

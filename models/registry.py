@@ -1,0 +1,222 @@
+"""The MLflow edge: the only module that talks to MLflow, for logging, registering, aliasing and
+loading bundles. Tracking URI: MLflow's own resolution (MLFLOW_TRACKING_URI, else its embedded
+SQLite default in the working directory)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.bundle import Bundle, BundleError
+
+DEFAULT_NAME = "clientela"
+DEFAULT_URI = f"models:/{DEFAULT_NAME}@champion"
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG = "champion_history"
+PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+
+
+class RegistryError(RuntimeError):
+    """MLflow unreachable, a model or alias that does not exist, or a refused promotion."""
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def check_tracking(timeout: float = 5.0) -> str:
+    """Fail fast with a clear message when a remote tracking server does not answer."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+        except requests.RequestException as exc:
+            raise RegistryError(
+                f"MLflow tracking server {uri} is unreachable ({exc.__class__.__name__}); "
+                "nothing was logged or registered"
+            ) from None
+    return uri
+
+
+@contextmanager
+def _quiet_retries():
+    """Do not let MLflow's HTTP client retry for minutes against a dead server."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",)}
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    experiment_id: str
+    version: str
+    model_uri: str
+
+
+def _requirements() -> list[str]:
+    reqs = importlib.metadata.requires("clientela") or []
+    return [r for r in reqs if "extra ==" not in r]
+
+
+def log_training_run(
+    *,
+    experiment: str,
+    model_name: str,
+    params: dict,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    plots_dir: Path,
+    bundle_dir: Path,
+    data_summary: dict,
+) -> RunRecord:
+    """One MLflow run: params, metrics, tags, plots, data summary and the bundle, registered as
+    a new version with alias `challenger`. A failure marks the run FAILED and leaves no
+    registered version behind."""
+    import mlflow
+
+    import features
+    import models
+
+    with _quiet_retries():
+        check_tracking()
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name=tags.get("run_name")) as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics(metrics)
+            mlflow.set_tags(tags)
+            mlflow.log_dict(data_summary, "data_summary.json")
+            mlflow.log_artifacts(str(plots_dir), "plots")
+            info = mlflow.pyfunc.log_model(
+                name="bundle",
+                python_model=str(PYFUNC_FILE),
+                artifacts={"bundle": str(bundle_dir)},
+                code_paths=[str(Path(features.__file__).parent), str(Path(models.__file__).parent)],
+                pip_requirements=_requirements(),
+            )
+            version = _register(info.model_uri, model_name, run.info.run_id)
+        return RunRecord(run.info.run_id, run.info.experiment_id, version, info.model_uri)
+
+
+def _register(model_uri: str, name: str, run_id: str) -> str:
+    import mlflow
+
+    client = _client()
+    mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+    try:
+        client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    except Exception:
+        client.delete_model_version(name, mv.version)
+        raise
+    return str(mv.version)
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_champion(name: str, version: str) -> None:
+    """Move the champion alias and remember the order, so rollback can move it back."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException:
+        raise RegistryError(f"model {name!r} has no version {version}") from None
+    history = _history(name)
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join([*history, str(version)]))
+
+
+def rollback(name: str) -> tuple[str, str]:
+    """Move champion back to the version that held it before. Returns (from, to)."""
+    history = _history(name)
+    current = alias_version(name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"model {name!r} has no champion to roll back")
+    while history and history[-1] == current:
+        history.pop()
+    if not history:
+        raise RegistryError(f"model {name!r}: no earlier champion than version {current}")
+    client = _client()
+    client.set_registered_model_alias(name, CHAMPION, history[-1])
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    return current, history[-1]
+
+
+def _history(name: str) -> list[str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = _client().get_registered_model(name).tags
+    except MlflowException:
+        raise RegistryError(f"no registered model named {name!r}") from None
+    return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
+
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+
+
+def load_bundle(uri: str = DEFAULT_URI) -> Bundle:
+    """A bundle from a local directory or the registry (`models:/name@alias`,
+    `models:/name/version`). The registry version is recorded as the bundle's model_version."""
+    if Path(uri).exists():
+        return Bundle.load(uri)
+    match = _MODEL_URI.match(uri)
+    if not match:
+        raise RegistryError(
+            f"{uri!r} is neither a bundle directory nor a models:/NAME@ALIAS or "
+            "models:/NAME/VERSION URI"
+        )
+    name, version = match["name"], match["version"]
+    with _quiet_retries():
+        check_tracking()
+        if match["alias"]:
+            version = alias_version(name, match["alias"])
+            if version is None:
+                raise RegistryError(
+                    f"model {name!r} has no version with alias {match['alias']!r} at "
+                    f"{tracking_uri()}; train one with `clientela train`"
+                )
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        target = tempfile.mkdtemp(prefix="clientela-bundle-")
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=target
+            )
+        except MlflowException as exc:
+            raise RegistryError(f"cannot load models:/{name}/{version}: {exc.message}") from None
+    bundle_dir = Path(local) / "artifacts" / "bundle"
+    if not bundle_dir.is_dir():
+        raise BundleError(f"models:/{name}/{version} holds no clientela bundle")
+    bundle = Bundle.load(bundle_dir)
+    bundle.manifest["model_version"] = f"{name}/{version}"
+    return bundle

@@ -1,0 +1,80 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.btyd import BetaGeoModel, BTYDBaseline, GammaGammaModel
+
+TRUE = {"r": 0.6, "alpha": 20.0, "a": 0.8, "b": 2.5}
+
+
+def simulate_bgnbd(n: int, seed: int = 0):
+    """Draw (x, t_x, T) from the BG/NBD process itself."""
+    rng = np.random.default_rng(seed)
+    lam = rng.gamma(TRUE["r"], 1 / TRUE["alpha"], n)
+    p = rng.beta(TRUE["a"], TRUE["b"], n)
+    T = rng.uniform(200, 700, n)
+    x = np.zeros(n)
+    t_x = np.zeros(n)
+    now = np.zeros(n)
+    active = np.ones(n, bool)
+    while active.any():
+        now[active] += rng.exponential(1 / lam[active])
+        bought = active & (now <= T)
+        x[bought] += 1
+        t_x[bought] = now[bought]
+        active = bought & (rng.random(n) >= p)
+    return x, t_x, T
+
+
+def test_bgnbd_recovers_known_parameters():
+    x, t_x, T = simulate_bgnbd(20_000)
+    fitted = BetaGeoModel().fit(x, t_x, T).params_
+    for name, value in TRUE.items():
+        assert fitted[name] == pytest.approx(value, rel=0.2), name
+
+
+def test_bgnbd_predictions_are_sane():
+    x, t_x, T = simulate_bgnbd(5_000, seed=1)
+    model = BetaGeoModel().fit(x, t_x, T)
+    alive = model.p_alive(x, t_x, T)
+    assert np.all(alive[x == 0] == 1.0) and np.all((alive > 0) & (alive <= 1))
+    # Same history, longer silence since the last purchase: less likely alive.
+    assert model.p_alive([3], [50], [100])[0] > model.p_alive([3], [50], [300])[0]
+    short, long = model.expected_purchases(30, x, t_x, T), model.expected_purchases(365, x, t_x, T)
+    assert np.all(long >= short) and np.all(short >= 0)
+    no_buy = model.p_no_purchase(90, x, t_x, T)
+    assert np.all((no_buy >= 0) & (no_buy <= 1))
+
+
+def test_gamma_gamma_recovers_parameters():
+    rng = np.random.default_rng(3)
+    p, q, v = 6.0, 4.0, 15.0
+    n = 20_000
+    x = rng.integers(1, 10, n).astype(float)
+    nu = rng.gamma(q, 1 / v, n)
+    m = np.array([rng.gamma(p, 1 / nu_i, int(k)).mean() for nu_i, k in zip(nu, x, strict=True)])
+    fitted = GammaGammaModel().fit(x, m).params_
+    assert fitted["p"] == pytest.approx(p, rel=0.15)
+    assert fitted["q"] == pytest.approx(q, rel=0.15)
+    assert fitted["v"] == pytest.approx(v, rel=0.2)
+    mean_value = GammaGammaModel().fit(x, m).expected_value(np.array([0.0, 5.0]), np.array([0, 20]))
+    assert mean_value[0] == pytest.approx(p * fitted["v"] / (fitted["q"] - 1), rel=0.15)
+
+
+def test_baseline_round_trips_through_json_dict():
+    x, t_x, T = simulate_bgnbd(3_000, seed=2)
+    features = pd.DataFrame(
+        {
+            "has_purchase": True,
+            "frequency": x,
+            "tenure_days": T,
+            "recency_days": T - t_x,
+            "days_since_activity": T - t_x,
+            "avg_purchase_value": 20 + 5 * np.random.default_rng(0).random(len(x)),
+        }
+    )
+    model = BTYDBaseline().fit(features)
+    again = BTYDBaseline.from_dict(model.to_dict())
+    pd.testing.assert_frame_equal(
+        model.predict(features, 90, 365), again.predict(features, 90, 365)
+    )

@@ -1,0 +1,40 @@
+"""The one configuration object of a training run, passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    churn_horizon: int = 90  # days without a purchase that count as churn
+    value_horizon: int = 365  # days of future spend predicted
+    n_cutoffs: int = 4  # rolling training cutoffs per model (churn: the latest calibrates)
+    cutoff_step: int = 30  # days between training cutoffs
+    min_history: int = 90  # days of data required before the earliest cutoff
+    min_customers: int = 200  # customers required at the earliest cutoff
+    n_personas: int | None = None  # None: chosen in persona_k_range by silhouette
+    persona_k_range: tuple[int, int] = (3, 8)
+    n_estimators: int = 250
+    learning_rate: float = 0.06
+    max_depth: int = 5
+    stability_resamples: int = 3
+    random_state: int = 0
+    experiment: str = "clientela"
+    model_name: str = "clientela"
+    promotion_tolerance: float = 0.01  # largest drop in AUC or Gini a new champion may have
+
+    def __post_init__(self):
+        for name in ("churn_horizon", "value_horizon", "n_cutoffs", "cutoff_step"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.n_cutoffs < 2:
+            raise ValueError("n_cutoffs must be at least 2 (one cutoff calibrates churn)")
+
+    def required_history_days(self) -> int:
+        """Days of data needed: evaluation window + training window + history before them."""
+        longest = max(self.churn_horizon, self.value_horizon)
+        return 2 * longest + (self.n_cutoffs - 1) * self.cutoff_step + self.min_history
+
+    def to_params(self) -> dict:
+        return {k: str(v) for k, v in asdict(self).items()}
