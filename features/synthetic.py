@@ -43,15 +43,15 @@ class PlantedPersona:
 # name, share, purchases/year, dropout after each purchase, basket, age, income, B2B share,
 # weights over REGIONS, CHANNELS, CATEGORIES.
 PERSONAS = (
-    PlantedPersona("loyal high spenders", 0.15, 30, 0.02, 140, 52, 95_000, 0.03,
+    PlantedPersona("loyal high spenders", 0.15, 48, 0.02, 140, 52, 95_000, 0.03,
                    (0.3, 0.2, 0.2, 0.2, 0.1), (0.3, 0.6, 0.1), (1, 3, 2, 2, 1, 1, 0.5, 0.5)),
-    PlantedPersona("bargain regulars", 0.25, 40, 0.03, 25, 27, 32_000, 0.0,
+    PlantedPersona("bargain regulars", 0.25, 62, 0.03, 25, 27, 32_000, 0.0,
                    (0.2, 0.3, 0.2, 0.1, 0.2), (0.5, 0.1, 0.4), (5, 1, 2, 0.5, 2, 1, 0.5, 0.2)),
-    PlantedPersona("business buyers", 0.10, 15, 0.03, 900, 45, 150_000, 1.0,
+    PlantedPersona("business buyers", 0.10, 24, 0.03, 900, 45, 150_000, 1.0,
                    (0.1, 0.1, 0.2, 0.2, 0.4), (0.8, 0.1, 0.1), (0.5, 1, 0.2, 3, 0.2, 0.2, 0, 5)),
-    PlantedPersona("occasional shoppers", 0.30, 8, 0.12, 60, 38, 58_000, 0.02,
+    PlantedPersona("occasional shoppers", 0.30, 13, 0.12, 60, 38, 58_000, 0.02,
                    (0.2, 0.2, 0.2, 0.2, 0.2), (0.4, 0.4, 0.2), (1, 1, 2, 1, 1, 2, 2, 0.5)),
-    PlantedPersona("fading one-timers", 0.20, 3, 0.5, 45, 66, 40_000, 0.0,
+    PlantedPersona("fading one-timers", 0.20, 5, 0.5, 45, 66, 40_000, 0.0,
                    (0.1, 0.4, 0.1, 0.3, 0.1), (0.1, 0.8, 0.1), (3, 2, 1, 0.5, 1, 0.5, 1, 0.2)),
 )
 # fmt: on

@@ -133,9 +133,9 @@ def persona_stability(model: PersonaModel, features: pd.DataFrame, config: Train
     same = []
     for i in range(config.stability_resamples):
         sample = features.iloc[rng.integers(0, len(features), len(features))]
-        refit = PersonaModel(
-            config.n_personas, config.persona_k_range, random_state=config.random_state + i + 1
-        ).fit(sample, previous=model)
+        # Same number of personas: this measures whether the assignment is stable.
+        refit = PersonaModel(len(model.ids_), random_state=config.random_state + i + 1)
+        refit = refit.fit(sample, previous=model)
         same.append(float(np.mean(refit.predict(features) == base)))
     return float(np.mean(same)) if same else float("nan")
 

@@ -78,3 +78,12 @@ def test_baseline_round_trips_through_json_dict():
     pd.testing.assert_frame_equal(
         model.predict(features, 90, 365), again.predict(features, 90, 365)
     )
+
+
+def test_expected_purchases_positive_when_a_below_one():
+    model = BetaGeoModel()
+    model.params_ = {"r": 0.5, "alpha": 10.0, "a": 0.6, "b": 3.0}
+    out = model.expected_purchases(365, np.array([0.0, 2.0, 10.0]), [0, 50, 300], [100, 100, 320])
+    assert np.all(np.isfinite(out)) and np.all(out > 0)
+    # It must agree with a numerical check: more purchases in a longer window.
+    assert np.all(model.expected_purchases(730, [2.0], [50], [100]) > out[1])
