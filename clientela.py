@@ -275,6 +275,101 @@ def rollback(
     console.print(f"{model_name}: champion moved back from version {old} to version {new}")
 
 
+ModelUri = Annotated[
+    str,
+    typer.Option("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle directory"),
+]
+
+
+@app.command()
+@_user_errors
+def score(
+    out: Annotated[str, typer.Option("--out", help="Predictions: .parquet/.csv path or URL#table")],
+    transactions: Annotated[
+        str | None, typer.Option("--transactions", "-t", help="CSV/Parquet path or URL#table")
+    ] = None,
+    features_in: Annotated[
+        str | None,
+        typer.Option("--features", help="Score a feature snapshot instead of transactions"),
+    ] = None,
+    customers: Customers = None,
+    as_of: AsOf = None,
+    model: ModelUri = "models:/clientela@champion",
+    snapshot: Annotated[
+        str, typer.Option(help="Where the feature snapshot for the API goes (path or URL#table)")
+    ] = "clientela_snapshot.parquet",
+    customer_col: CustomerCol = None,
+    time_col: TimeCol = None,
+    amount_col: AmountCol = None,
+    mapping: MappingFile = None,
+    time_format: TimeFormat = None,
+    encoding: Encoding = "utf-8",
+) -> None:
+    """Score every customer as of a day and write the feature snapshot the API looks up."""
+    from features.load import load_inputs
+    from features.sources import read_table
+    from models.registry import load_bundle
+    from serving.batch import score_features, score_inputs, write_predictions
+    from serving.snapshot import write_snapshot
+
+    if (transactions is None) == (features_in is None):
+        raise ValueError("give either --transactions or --features")
+    start = time.perf_counter()
+    with console.status(f"loading model {model}"):
+        bundle = load_bundle(model)
+    if features_in is not None:
+        with console.status("scoring the feature snapshot"):
+            feats = read_table(features_in)
+            has_day = "as_of" in feats.columns
+            day = str(feats["as_of"].iloc[0]) if has_day else bundle.manifest["as_of"]
+            predictions = score_features(feats, bundle, day)
+    else:
+        cols = _mapping(mapping, time_format, encoding, customer_col, time_col, amount_col)
+        with console.status("loading and validating"):
+            inputs = load_inputs(transactions, customers, as_of, cols)
+        _print_reports(inputs.reports)
+        with console.status(f"scoring {inputs.transactions['customer_id'].nunique():,} customers"):
+            predictions, feats = score_inputs(inputs, bundle)
+        with console.status("writing the feature snapshot"):
+            where_snapshot = write_snapshot(feats, inputs.as_of, snapshot)
+        console.print(f"feature snapshot for the API -> {where_snapshot}")
+    with console.status("writing predictions"):
+        where = write_predictions(predictions, out)
+    seconds = time.perf_counter() - start
+    bands = predictions["risk_band"].value_counts().to_dict()
+    console.print(
+        f"scored {len(predictions):,} customers as of {predictions['as_of'].iloc[0]} with model "
+        f"{bundle.version} in {seconds:.1f}s -> {where}\nrisk bands: {bands}"
+    )
+
+
+@app.command()
+@_user_errors
+def serve(
+    model: ModelUri = "models:/clientela@champion",
+    port: Annotated[int, typer.Option(help="HTTP port")] = 3000,
+    snapshot: Annotated[str, typer.Option(help="Feature snapshot for lookups by id")] = (
+        "clientela_snapshot.parquet"
+    ),
+) -> None:
+    """Start the prediction API (BentoML)."""
+    import os
+    import subprocess
+
+    from models.registry import load_bundle
+
+    with console.status(f"checking model {model}"):
+        bundle = load_bundle(model)  # a corrupt or missing bundle stops here, clearly
+    console.print(f"model {bundle.version} (trained as of {bundle.manifest['as_of']}) is valid")
+
+    env = {**os.environ, "CLIENTELA_MODEL": model, "CLIENTELA_SNAPSHOT": snapshot}
+    console.print(
+        f"serving {model} on http://127.0.0.1:{port} (docs at /docs, metrics at /metrics)"
+    )
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Clientela"]
+    raise typer.Exit(subprocess.call([*command, "--port", str(port)], env=env))
+
+
 @app.command()
 @_user_errors
 def demo(

@@ -196,6 +196,8 @@ def validate_transactions(
         str(clean.loc[late, "timestamp"].iloc[0]) if late.any() else None,
     )
     clean = clean[~late]
+    if clean.empty:
+        raise DataError(f"{source}: no rows at or before as_of {as_of.date()}")
 
     dup = clean.duplicated(keep="first")
     report.drop(
@@ -216,8 +218,6 @@ def validate_transactions(
         int(orphan.sum()),
         _row_example(clean[orphan]) if orphan.any() else None,
     )
-    if clean.empty:
-        raise DataError(f"{source}: no rows at or before as_of {as_of.date()}")
     clean = clean.reset_index(drop=True)
     report.rows_kept = len(clean)
     return clean, as_of, report

@@ -151,3 +151,8 @@ def test_customers_attributes_are_cleaned_and_counted():
     assert report.noted["unusable 'customer_type' set to missing"] == 1
     assert report.noted["unusable 'signup_date' set to missing"] == 1
     assert report.dropped == {"repeated customer_id (first row kept)": 1}
+
+
+def test_as_of_before_every_row_is_refused():
+    with pytest.raises(DataError, match="no rows at or before as_of 2023-01-01"):
+        validate_transactions(raw([("1", "2024-01-01", "5")]), as_of="2023-01-01")

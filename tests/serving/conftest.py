@@ -1,0 +1,59 @@
+"""A small trained bundle, its batch scores and feature snapshot, shared by the serving tests."""
+
+import os
+
+import pytest
+
+from features.load import Inputs
+from features.synthetic import generate
+from features.validation import validate_customers, validate_transactions
+from serving.batch import score_inputs
+from serving.snapshot import write_snapshot
+from training.config import TrainConfig
+from training.job import train
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("served")
+    customers, tx, _ = generate(3000, seed=5)
+    clean, as_of, report = validate_transactions(tx)
+    cust, _ = validate_customers(customers)
+    inputs = Inputs(clean, as_of, cust, [report])
+    bundle = train(inputs, TrainConfig(n_personas=5)).bundle
+    bundle_dir = bundle.save(root / "bundle")
+    predictions, feats = score_inputs(inputs, bundle)
+    snapshot = write_snapshot(feats, as_of, str(root / "snapshot.parquet"))
+    tx.to_parquet(root / "transactions.parquet")
+    customers.to_parquet(root / "customers.parquet")
+    return {
+        "root": root,
+        "bundle_dir": bundle_dir,
+        "snapshot": snapshot,
+        "predictions": predictions.set_index("customer_id"),
+        "transactions": tx,
+        "customers": customers,
+        "as_of": as_of,
+    }
+
+
+@pytest.fixture(scope="session")
+def client(served):
+    """One app for the session: BentoML registers its Prometheus metrics once per process."""
+    from starlette.testclient import TestClient
+
+    from serving.service import Clientela
+
+    env = {"CLIENTELA_MODEL": str(served["bundle_dir"]), "CLIENTELA_SNAPSHOT": served["snapshot"]}
+    saved = {k: os.environ.get(k) for k in [*env, "CLIENTELA_API_TOKEN"]}
+    os.environ.update(env)
+    os.environ.pop("CLIENTELA_API_TOKEN", None)
+    try:
+        with TestClient(Clientela.to_asgi()) as test_client:
+            yield test_client
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,0 +1,158 @@
+"""The prediction API in-process: parity with batch scoring, bad requests, limits, auth."""
+
+import json
+
+import pandas as pd
+import pytest
+
+FIELDS = [
+    "persona_id",
+    "persona_name",
+    "lifecycle_stage",
+    "risk_band",
+    "reasons",
+    "value_percentile",
+    "model_version",
+]
+NUMBERS = ["churn_probability", "expected_purchases", "predicted_value"]
+
+
+def assert_same_as_batch(prediction: dict, batch: pd.DataFrame) -> None:
+    row = batch.loc[prediction["customer_id"]]
+    for field in FIELDS:
+        assert prediction[field] == (list(row[field]) if field == "reasons" else row[field]), field
+    for field in NUMBERS:
+        assert prediction[field] == pytest.approx(row[field], rel=1e-6, abs=1e-9), field
+
+
+def test_score_by_ids_matches_batch_and_reports_unknown_ids(client, served):
+    ids = list(served["predictions"].index[:5])
+    response = client.post("/score/ids", json={"customer_ids": [*ids, "no-such-customer"]})
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert [p["customer_id"] for p in predictions] == [*ids, "no-such-customer"]
+    for p in predictions[:5]:
+        assert_same_as_batch(p, served["predictions"])
+    assert predictions[-1]["error"].startswith("unknown customer_id")
+    assert predictions[-1]["churn_probability"] is None
+
+
+def test_score_by_transactions_matches_batch(client, served):
+    ids = list(served["predictions"].index[10:13])
+    tx = served["transactions"]
+    rows = tx[tx["customer_id"].isin(ids)].assign(timestamp=lambda d: d["timestamp"].astype(str))
+    customers = served["customers"]
+    attrs = customers[customers["customer_id"].isin(ids)].assign(
+        signup_date=lambda d: d["signup_date"].dt.date.astype(str)
+    )
+    body = {
+        "transactions": json.loads(rows.to_json(orient="records")),
+        "customers": json.loads(attrs.to_json(orient="records")),
+        "as_of": str(served["as_of"].date()),
+    }
+    response = client.post("/score/transactions", json=body)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert sorted(p["customer_id"] for p in predictions) == sorted(ids)
+    for p in predictions:
+        assert_same_as_batch(p, served["predictions"])
+
+
+def test_score_by_feature_records(client, served):
+    snapshot = pd.read_parquet(served["snapshot"]).head(3)
+    records = json.loads(snapshot.to_json(orient="records"))
+    response = client.post("/score/features", json={"features": records})
+    assert response.status_code == 200, response.text
+    for p in response.json()["predictions"]:
+        assert_same_as_batch(p, served["predictions"])
+
+
+def test_catalog_and_metadata(client):
+    personas = client.get("/personas").json()["personas"]
+    assert len(personas) == 5 and {"persona_id", "persona_name", "share"} <= set(personas[0])
+    meta = client.get("/model").json()
+    assert meta["as_of"] == "2025-12-31" and "churn_auc" in meta["metrics"]
+    assert meta["snapshot_as_of"] == "2025-12-31"
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        ("/score/ids", {}, "customer_ids"),
+        ("/score/ids", {"customer_ids": "0001"}, "customer_ids"),
+        ("/score/ids", {"customer_ids": []}, "customer_ids"),
+        ("/score/transactions", {"transactions": [{"customer_id": "1", "amount": 3}]}, "timestamp"),
+        (
+            "/score/transactions",
+            {"transactions": [{"customer_id": "1", "timestamp": "2025-01-01", "amount": "x"}]},
+            "amount",
+        ),
+        (
+            "/score/features",
+            {
+                "features": [
+                    {
+                        "customer_id": "1",
+                        "lifecycle_stage": "new",
+                        "recency_days": -3,
+                        "tenure_days": 5,
+                        "frequency": 1,
+                        "total_spend": 5,
+                        "days_since_activity": 1,
+                    }
+                ]
+            },
+            "recency_days",
+        ),
+    ],
+)
+def test_bad_requests_get_400_naming_the_field(client, route, body, field):
+    response = client.post(route, json=body)
+    assert response.status_code == 400
+    assert field in response.text
+
+
+def test_malformed_json_and_pickle_are_refused(client):
+    bad = client.post("/score/ids", content=b"{oops", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and "Invalid JSON" in bad.text
+    pickled = client.post(
+        "/score/ids",
+        content=b"\x80\x04",
+        headers={"content-type": "application/vnd.bentoml+pickle"},
+    )
+    assert pickled.status_code == 415
+
+
+def test_per_request_limit(client, monkeypatch):
+    monkeypatch.setenv("CLIENTELA_MAX_CUSTOMERS", "3")
+    response = client.post("/score/ids", json={"customer_ids": ["1", "2", "3", "4"]})
+    assert response.status_code == 400
+    assert "customer_ids: 4 customers in one request, the limit is 3" in response.text
+
+
+def test_bad_transactions_content_is_a_400(client):
+    future_only = {
+        "transactions": [{"customer_id": "1", "timestamp": "2025-06-01", "amount": 5}],
+        "as_of": "2025-01-01",
+    }
+    response = client.post("/score/transactions", json=future_only)
+    assert response.status_code == 400 and "as_of" in response.text
+
+
+def test_bearer_token_guards_inference_but_not_health(client, monkeypatch):
+    monkeypatch.setenv("CLIENTELA_API_TOKEN", "s3cret")
+    assert client.post("/score/ids", json={"customer_ids": ["1"]}).status_code == 401
+    assert client.get("/personas").status_code == 401
+    wrong = client.get("/model", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    ok = client.get("/model", headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/livez").status_code == 200
+
+
+def test_openapi_documents_routes_and_schemas(client):
+    spec = client.get("/docs.json").json()
+    for route in ("/score/ids", "/score/transactions", "/score/features", "/personas", "/model"):
+        assert route in spec["paths"]
+    assert "Prediction" in json.dumps(spec)

@@ -1,0 +1,96 @@
+"""`clientela score`: files, PostgreSQL tables, and the snapshot the API reads."""
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from clientela import app
+from serving.snapshot import Snapshot
+
+runner = CliRunner()
+
+
+def test_score_to_csv_writes_predictions_and_snapshot(served, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            "-t",
+            str(served["root"] / "transactions.parquet"),
+            "-c",
+            str(served["root"] / "customers.parquet"),
+            "--model",
+            str(served["bundle_dir"]),
+            "--out",
+            "scores.csv",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv("scores.csv", dtype={"customer_id": str})
+    assert len(scores) == len(served["predictions"])
+    assert set(scores["as_of"]) == {"2025-12-31"}
+    first = scores.iloc[0]
+    expected = served["predictions"].loc[first["customer_id"]]
+    assert first["churn_probability"] == pytest.approx(expected["churn_probability"])
+    assert first["reasons"] == ";".join(expected["reasons"])
+    assert (tmp_path / "clientela_snapshot.parquet").exists()  # the API's default snapshot
+
+    again = runner.invoke(
+        app,
+        [
+            "score",
+            "--features",
+            "clientela_snapshot.parquet",
+            "--model",
+            str(served["bundle_dir"]),
+            "--out",
+            "again.parquet",
+        ],
+    )
+    assert again.exit_code == 0, again.output
+    from_snapshot = pd.read_parquet("again.parquet").set_index("customer_id")
+    assert from_snapshot["churn_probability"].to_dict() == pytest.approx(
+        served["predictions"]["churn_probability"].to_dict()
+    )
+
+
+def test_score_into_postgresql_and_look_up_ids_there(served, pg_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            "-t",
+            str(served["root"] / "transactions.parquet"),
+            "-c",
+            str(served["root"] / "customers.parquet"),
+            "--model",
+            str(served["bundle_dir"]),
+            "--out",
+            f"{pg_url}#clientela_test_scores",
+            "--snapshot",
+            f"{pg_url}#clientela_test_snapshot",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    stored = pd.read_sql_table("clientela_test_scores", pg_url.replace("+psycopg", "+psycopg"))
+    assert len(stored) == len(served["predictions"])
+    snapshot = Snapshot(f"{pg_url}#clientela_test_snapshot")
+    ids = list(served["predictions"].index[:3])
+    rows, unknown = snapshot.lookup([ids[2], "nobody", ids[0]])
+    assert list(rows["customer_id"]) == [ids[2], ids[0]] and unknown == ["nobody"]
+    assert snapshot.as_of == "2025-12-31"
+
+
+def test_score_needs_exactly_one_input(served):
+    result = runner.invoke(app, ["score", "--model", str(served["bundle_dir"]), "--out", "x.csv"])
+    assert result.exit_code == 2 and "either --transactions or --features" in result.output
+
+
+def test_missing_model_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2
+    assert "no registered model" in result.output or "no version with alias" in result.output

@@ -1,0 +1,90 @@
+"""`clientela serve` as a real BentoML server process on loopback."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+CLI = [sys.executable, "-c", "from clientela import app; app()"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(bundle, snapshot, port, log, **env):
+    return subprocess.Popen(
+        [*CLI, "serve", "--model", str(bundle), "--port", str(port), "--snapshot", snapshot],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+        cwd=Path(snapshot).parent,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(served, tmp_path_factory):
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")  # noqa: SIM115
+    proc = start(served["bundle_dir"], served["snapshot"], port, log, CLIENTELA_API_TOKEN="tok")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    else:
+        log.seek(0)
+        pytest.fail(f"server did not become ready:\n{log.read()[-3000:]}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_scores_counts_predictions_and_guards_with_token(server, served):
+    cid = served["predictions"].index[0]
+    assert requests.post(f"{server}/score/ids", json={"customer_ids": [cid]}).status_code == 401
+    response = requests.post(
+        f"{server}/score/ids",
+        json={"customer_ids": [cid]},
+        headers={"Authorization": "Bearer tok"},
+    )
+    assert response.status_code == 200
+    prediction = response.json()["predictions"][0]
+    assert prediction["churn_probability"] == pytest.approx(
+        served["predictions"].loc[cid, "churn_probability"]
+    )
+    metrics = requests.get(f"{server}/metrics").text
+    band = prediction["risk_band"]
+    assert (
+        f'clientela_predictions_total{{persona="{prediction["persona_name"]}",risk_band="{band}"}}'
+        in metrics
+    )
+    assert requests.get(f"{server}/livez").status_code == 200
+
+
+def test_corrupt_bundle_stops_the_server_with_a_clear_log_line(served, tmp_path):
+    broken = tmp_path / "bundle"
+    shutil.copytree(served["bundle_dir"], broken)
+    (broken / "persona.json").write_text("{}")
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w+") as log:
+        proc = start(broken, served["snapshot"], free_port(), log)
+        try:
+            code = proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("the server kept running with a corrupt bundle")
+    assert code != 0
+    assert "sha256 of persona.json does not match" in log_path.read_text()
