@@ -30,3 +30,6 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/scoring.py
+	$(BIN)/python benchmarks/serving.py

@@ -373,16 +373,33 @@ def serve(
 @app.command()
 @_user_errors
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where demo data and results go")] = Path("demo"),
+    workdir: Annotated[Path, typer.Option(help="Where demo data and scores go")] = Path("demo"),
     customers: Annotated[int, typer.Option("--customers", "-n")] = 20_000,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after scoring")] = False,
+    port: Annotated[int, typer.Option(help="HTTP port of the API")] = 3000,
 ) -> None:
-    """Run the main job end to end on generated data and embedded defaults."""
+    """generate -> train -> score -> serve, on generated data and embedded defaults."""
     data = workdir / "data"
     generate(customers=customers, out=data, seed=7, end="2025-12-31", years=3.0, fmt="parquet")
     tx, cust = str(data / "transactions.parquet"), str(data / "customers.parquet")
     features(transactions=tx, out=str(workdir / "features.parquet"), customers=cust)
     train(transactions=tx, customers=cust)
-    console.print(f"[bold green]demo done[/]: data in {data}/, features in {workdir}/")
+    scores = str(workdir / "scores.parquet")
+    score(out=scores, transactions=tx, customers=cust)
+    console.print(
+        f"[bold green]demo data in {data}/, features and scores in {workdir}/, MLflow runs in "
+        "./mlflow.db (mlflow ui --backend-store-uri sqlite:///mlflow.db)[/]"
+    )
+    example = (
+        f"curl -s -X POST http://127.0.0.1:{port}/score/ids "
+        "-H 'Content-Type: application/json' "
+        '-d \'{"customer_ids": ["0000001", "0000002"]}\''
+    )
+    if no_serve:
+        console.print(f"start the API with `clientela serve`, then try:\n  {example}")
+        return
+    console.print(f"starting the API; in another terminal try:\n  {example}")
+    serve(port=port)
 
 
 def main() -> None:

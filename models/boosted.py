@@ -50,12 +50,13 @@ def _load_booster(path: Path) -> xgb.Booster:
 
 class ChurnModel:
     """P(no purchase within the churn horizon): XGBoost + isotonic calibration fitted on a later,
-    held-out cutoff; reason codes from XGBoost's per-feature contributions."""
+    held-out cutoff (which also decides when to stop adding trees); reason codes from XGBoost's
+    per-feature contributions."""
 
     def __init__(
         self,
-        n_estimators: int = 250,
-        learning_rate: float = 0.06,
+        n_estimators: int = 400,
+        learning_rate: float = 0.1,
         max_depth: int = 5,
         random_state: int = 0,
         n_jobs: int = 2,
@@ -78,9 +79,19 @@ class ChurnModel:
         if self.offset_feature not in feature_names:
             self.offset_feature = None
         offset = logit_offset(X, list(feature_names), self.offset_feature)
-        clf = xgb.XGBClassifier(objective="binary:logistic", **params)
-        clf.fit(X, np.asarray(y, dtype="int8"), base_margin=offset)
-        self.booster_ = clf.get_booster()
+        offset_cal = logit_offset(X_cal, list(feature_names), self.offset_feature)
+        clf = xgb.XGBClassifier(
+            objective="binary:logistic", eval_metric="logloss", early_stopping_rounds=20, **params
+        )
+        clf.fit(
+            X,
+            np.asarray(y, dtype="int8"),
+            base_margin=offset,
+            eval_set=[(X_cal, np.asarray(y_cal, dtype="int8"))],
+            base_margin_eval_set=None if offset_cal is None else [offset_cal],
+            verbose=False,
+        )
+        self.booster_ = clf.get_booster()[: clf.best_iteration + 1]
         self.booster_.feature_names = list(feature_names)
         offset = self._offset(X)
         self.mean_offset_ = float(np.mean(offset)) if offset is not None else 0.0
@@ -117,9 +128,10 @@ class ChurnModel:
         if offset is not None:
             contrib[:, self.feature_names_.index(self.offset_feature)] += offset - self.mean_offset_
         order = np.argsort(-contrib, axis=1)[:, :top]
-        names = np.array(self.feature_names_, dtype=object)
-        positive = np.take_along_axis(contrib, order, axis=1) > 0
-        return [names[o[p]].tolist() for o, p in zip(order, positive, strict=True)]
+        names = np.array(self.feature_names_, dtype=object)[order].tolist()
+        # Sorted by contribution, so the positive ones are a prefix of each row.
+        n_positive = (np.take_along_axis(contrib, order, axis=1) > 0).sum(axis=1).tolist()
+        return [row[:k] for row, k in zip(names, n_positive, strict=True)]
 
     def importance(self) -> dict[str, float]:
         return self.booster_.get_score(importance_type="total_gain")
@@ -149,8 +161,8 @@ class ValueModel:
 
     def __init__(
         self,
-        n_estimators: int = 250,
-        learning_rate: float = 0.06,
+        n_estimators: int = 400,
+        learning_rate: float = 0.1,
         max_depth: int = 5,
         tweedie_variance_power: float = 1.3,
         random_state: int = 0,
@@ -163,17 +175,25 @@ class ValueModel:
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, X, y, feature_names: list[str]) -> ValueModel:
+    def fit(self, X, y, X_val, y_val, feature_names: list[str]) -> ValueModel:
+        """Fit on (X, y); (X_val, y_val), a later cutoff, decides when to stop adding trees."""
         params = _booster_params(
             self.n_estimators, self.learning_rate, self.max_depth, self.random_state, self.n_jobs
         )
+        power = self.tweedie_variance_power
         reg = xgb.XGBRegressor(
             objective="reg:tweedie",
-            tweedie_variance_power=self.tweedie_variance_power,
+            tweedie_variance_power=power,
+            eval_metric=f"tweedie-nloglik@{power}",
+            early_stopping_rounds=20,
             **params,
         )
-        reg.fit(X, np.clip(np.asarray(y, dtype="float64"), 0, None))  # net refunds: no spend
-        self.booster_ = reg.get_booster()
+
+        def spend(values):
+            return np.clip(np.asarray(values, dtype="float64"), 0, None)  # net refunds: no spend
+
+        reg.fit(X, spend(y), eval_set=[(X_val, spend(y_val))], verbose=False)
+        self.booster_ = reg.get_booster()[: reg.best_iteration + 1]
         self.booster_.feature_names = list(feature_names)
         return self
 

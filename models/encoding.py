@@ -47,10 +47,13 @@ class FeatureEncoder:
         return self.numeric_ + list(self.categories_)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        parts = []
-        for col in self.numeric_:
-            values = frame[col] if col in frame.columns else pd.Series(np.nan, index=frame.index)
-            parts.append(pd.to_numeric(values, errors="coerce").to_numpy("float32"))
+        numeric = frame.reindex(columns=self.numeric_)
+        try:  # one conversion for the whole block: cheap for the API's small requests
+            parts = list(numeric.to_numpy("float32", na_value=np.nan).T)
+        except (TypeError, ValueError):
+            parts = [
+                pd.to_numeric(numeric[c], errors="coerce").to_numpy("float32") for c in numeric
+            ]
         for col, levels in self.categories_.items():
             values = frame[col].astype("str").to_numpy() if col in frame.columns else None
             for level in levels:

@@ -5,7 +5,8 @@ Windows (E = as_of - horizon is the evaluation cutoff of a model):
   evaluation models  train on cutoffs E - horizon - k*step   (labels end by E)
   evaluation         features at E, labels in (E, as_of]      (out of time)
   final models       train on cutoffs as_of - horizon - k*step (the same recipe, moved forward)
-Churn uses its latest training cutoff to calibrate probabilities, the others to fit.
+Each model fits on all but its latest training cutoff; the latest decides when to stop adding
+trees (early stopping) and, for churn, calibrates the probabilities.
 """
 
 from __future__ import annotations
@@ -116,13 +117,20 @@ def fit_churn(cache, cutoffs, encoder, config) -> ChurnModel:
 
 
 def fit_value(cache, cutoffs, encoder, config) -> ValueModel:
-    X, y = cache.examples(cutoffs, config.value_horizon)
+    X, y = cache.examples(cutoffs[1:], config.value_horizon)
+    X_val, y_val = cache.examples(cutoffs[:1], config.value_horizon)
     return ValueModel(
         config.n_estimators,
         config.learning_rate,
         config.max_depth,
         random_state=config.random_state,
-    ).fit(encoder.transform(X), y["future_spend"], encoder.feature_names_)
+    ).fit(
+        encoder.transform(X),
+        y["future_spend"],
+        encoder.transform(X_val),
+        y_val["future_spend"],
+        encoder.feature_names_,
+    )
 
 
 def persona_stability(model: PersonaModel, features: pd.DataFrame, config: TrainConfig) -> float:

@@ -1,0 +1,191 @@
+"""API throughput and latency on loopback, against a minimal Starlette app doing the same
+XGBoost prediction, measured in the same run with the same load generator.
+
+    python benchmarks/serving.py [--seconds 20] [--concurrency 32]
+
+Targets: single-customer requests at concurrency 32: throughput >= 1.0x the reference and
+p99 <= 1.5x the reference, 0 errors; requests of 1,000 customers: >= 50,000 customers/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+REFERENCE_APP = """
+import os
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from models.bundle import Bundle
+
+bundle = Bundle.load(os.environ["BUNDLE"])
+table = pd.read_parquet(os.environ["SNAPSHOT"]).set_index("customer_id", drop=False)
+matrix = bundle.encoder.transform(bundle.model_inputs(table.reset_index(drop=True)))
+rows = {cid: i for i, cid in enumerate(table["customer_id"])}
+
+async def score(request: Request):
+    body = await request.json()
+    idx = [rows[c] for c in body["customer_ids"]]
+    p = bundle.churn.booster_.inplace_predict(matrix[idx])
+    return JSONResponse({"predictions": [{"customer_id": c, "churn": float(v)}
+                                          for c, v in zip(body["customer_ids"], p)]})
+
+app = Starlette(routes=[Route("/score/ids", score, methods=["POST"])])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, timeout: float = 120) -> None:
+    import requests
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            requests.post(f"{url}/score/ids", json={"customer_ids": ["000000001"]}, timeout=2)
+            return
+        except requests.RequestException:
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not start")
+
+
+async def load(url: str, ids: list[str], batch: int, concurrency: int, seconds: float) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(k: int, client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        i = k
+        while time.perf_counter() < stop:
+            chunk = [ids[(i * batch + j) % len(ids)] for j in range(batch)]
+            i += concurrency
+            t = time.perf_counter()
+            try:
+                r = await client.post(f"{url}/score/ids", json={"customer_ids": chunk})
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - t)
+            errors += not ok
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(k, client) for k in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    lat = sorted(latencies)
+    return {
+        "requests_s": len(lat) / elapsed,
+        "customers_s": len(lat) * batch / elapsed,
+        "p50_ms": 1000 * lat[len(lat) // 2],
+        "p99_ms": 1000 * lat[int(len(lat) * 0.99)],
+        "errors": errors,
+        "requests": len(lat),
+    }
+
+
+def tree_rss_mb(pid: int) -> float:
+    import psutil
+
+    proc = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    from benchmarks.common import replicate, trained_bundle
+    from features.sources import write_table
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        print("training a bundle on 20,000 synthetic customers ...")
+        bundle_dir, feats = trained_bundle(tmp)
+        snapshot = write_table(replicate(feats, 100_000), tmp / "snapshot.parquet")
+        ids = [f"{i:09d}" for i in range(100_000)]
+        (tmp / "reference_app.py").write_text(REFERENCE_APP)
+        env = {**os.environ, "BUNDLE": str(bundle_dir), "SNAPSHOT": snapshot}
+        env["PYTHONPATH"] = str(Path(__file__).parent.parent)
+        results = {}
+        for name in ("reference", "clientela"):
+            port = free_port()
+            if name == "reference":
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "reference_app:app",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ]
+            else:
+                cmd = [
+                    sys.executable,
+                    "-c",
+                    "from clientela import app; app()",
+                    "serve",
+                    "--model",
+                    str(bundle_dir),
+                    "--snapshot",
+                    snapshot,
+                    "--port",
+                    str(port),
+                ]
+            server = subprocess.Popen(
+                cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                url = f"http://127.0.0.1:{port}"
+                wait_ready(url)
+                single = asyncio.run(load(url, ids, 1, args.concurrency, args.seconds))
+                bulk = asyncio.run(load(url, ids, 1000, 4, min(args.seconds, 10)))
+                results[name] = (single, bulk, tree_rss_mb(server.pid))
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+
+    for name, (single, bulk, rss) in results.items():
+        print(
+            f"{name:10s} single: {single['requests_s']:7.0f} req/s, "
+            f"p50 {single['p50_ms']:6.1f} ms, "
+            f"p99 {single['p99_ms']:6.1f} ms, errors {single['errors']}/{single['requests']}; "
+            f"1,000-customer requests: {bulk['customers_s']:8.0f} customers/s "
+            f"(errors {bulk['errors']}); server RSS {rss:.0f} MB"
+        )
+    ours, ref = results["clientela"][0], results["reference"][0]
+    print(
+        f"throughput ratio clientela/reference: {ours['requests_s'] / ref['requests_s']:.2f}x "
+        f"(target >= 1.0x); p99 ratio: {ours['p99_ms'] / ref['p99_ms']:.2f}x (target <= 1.5x); "
+        f"bulk: {results['clientela'][1]['customers_s']:,.0f} customers/s (target >= 50,000)"
+    )
+
+
+if __name__ == "__main__":
+    main()
