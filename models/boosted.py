@@ -23,6 +23,7 @@ def _booster_params(n_estimators, learning_rate, max_depth, random_state, n_jobs
         "colsample_bytree": 0.8,
         "min_child_weight": 5,
         "tree_method": "hist",
+        "max_bin": 128,
         "random_state": random_state,
         "n_jobs": n_jobs,
     }
@@ -55,7 +56,7 @@ class ChurnModel:
 
     def __init__(
         self,
-        n_estimators: int = 400,
+        n_estimators: int = 300,
         learning_rate: float = 0.1,
         max_depth: int = 5,
         random_state: int = 0,
@@ -161,7 +162,7 @@ class ValueModel:
 
     def __init__(
         self,
-        n_estimators: int = 400,
+        n_estimators: int = 300,
         learning_rate: float = 0.1,
         max_depth: int = 5,
         tweedie_variance_power: float = 1.3,

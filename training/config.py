@@ -15,8 +15,8 @@ class TrainConfig:
     min_customers: int = 200  # customers required at the earliest cutoff
     n_personas: int | None = None  # None: chosen in persona_k_range by silhouette
     persona_k_range: tuple[int, int] = (3, 8)
-    n_estimators: int = 400  # at most: early stopping on the latest cutoff picks the number
-    learning_rate: float = 0.1
+    n_estimators: int = 300  # at most: early stopping on the latest cutoff picks the number
+    learning_rate: float = 0.15
     max_depth: int = 5
     stability_resamples: int = 3
     random_state: int = 0
