@@ -246,7 +246,8 @@ def _print_training(outcome) -> None:
         f"registered {outcome.result.bundle.manifest.get('as_of')} bundle as version "
         f"{rec.version} ({status}): {outcome.reason}\n"
         f"run {rec.run_id} at {outcome.tracking_uri}\n"
-        f"open the MLflow UI: [bold]mlflow ui --backend-store-uri {outcome.tracking_uri}[/]"
+        f"open the MLflow UI: [bold]mlflow ui --backend-store-uri {outcome.tracking_uri}[/]",
+        soft_wrap=True,
     )
 
 
@@ -396,9 +397,11 @@ def demo(
         '-d \'{"customer_ids": ["0000001", "0000002"]}\''
     )
     if no_serve:
-        console.print(f"start the API with `clientela serve`, then try:\n  {example}")
+        console.print(
+            f"start the API with `clientela serve`, then try:\n  {example}", soft_wrap=True
+        )
         return
-    console.print(f"starting the API; in another terminal try:\n  {example}")
+    console.print(f"starting the API; in another terminal try:\n  {example}", soft_wrap=True)
     serve(port=port)
 
 

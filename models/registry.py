@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import re
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,10 +90,12 @@ def log_training_run(
     plots_dir: Path,
     bundle_dir: Path,
     data_summary: dict,
+    example: tuple | None = None,
 ) -> RunRecord:
     """One MLflow run: params, metrics, tags, plots, data summary and the bundle, registered as
-    a new version with alias `challenger`. A failure marks the run FAILED and leaves no
-    registered version behind."""
+    a new version with alias `challenger`. `example` = (model input, model output) gives the
+    pyfunc model its signature. A failure marks the run FAILED and leaves no registered
+    version behind."""
     import mlflow
 
     import features
@@ -107,12 +110,15 @@ def log_training_run(
             mlflow.set_tags(tags)
             mlflow.log_dict(data_summary, "data_summary.json")
             mlflow.log_artifacts(str(plots_dir), "plots")
+            # No input example on purpose: it would store customer rows in the artifact store.
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
             info = mlflow.pyfunc.log_model(
                 name="bundle",
                 python_model=str(PYFUNC_FILE),
                 artifacts={"bundle": str(bundle_dir)},
                 code_paths=[str(Path(features.__file__).parent), str(Path(models.__file__).parent)],
                 pip_requirements=_requirements(),
+                signature=mlflow.models.infer_signature(*example) if example else None,
             )
             version = _register(info.model_uri, model_name, run.info.run_id)
         return RunRecord(run.info.run_id, run.info.experiment_id, version, info.model_uri)

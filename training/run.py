@@ -42,6 +42,15 @@ def current_champion(name: str) -> Bundle | None:
         return None
 
 
+def _signature_example(result: TrainResult) -> tuple:
+    """Input and output rows for the pyfunc signature (MLflow keeps the column names and types,
+    not the values)."""
+    sample = result.eval_sets["churn_features"].head(3)
+    sample = sample.drop(columns=[c for c in sample.columns if c.startswith("btyd_")])
+    out = result.bundle.score(sample)
+    return sample, out.assign(reasons=out["reasons"].map(";".join))
+
+
 def run_training(inputs: Inputs, config: TrainConfig, progress: Progress) -> RunOutcome:
     uri = registry.check_tracking()
     progress(f"tracking at {uri}")
@@ -71,6 +80,7 @@ def run_training(inputs: Inputs, config: TrainConfig, progress: Progress) -> Run
             plots_dir=plots_dir,
             bundle_dir=bundle_dir,
             data_summary=data_summary(inputs),
+            example=_signature_example(result),
         )
     if promote:
         registry.set_champion(config.model_name, record.version)
