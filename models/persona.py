@@ -16,18 +16,25 @@ from sklearn.metrics import silhouette_score
 
 def persona_inputs(features: pd.DataFrame) -> pd.DataFrame:
     """The transformed columns personas are clustered on (missing attributes stay NaN)."""
-    tenure = features["tenure_days"].fillna(0).clip(lower=30)
-    out = pd.DataFrame(index=features.index)
-    out["log_purchases_per_year"] = np.log1p(365.0 * features["frequency"] / tenure)
-    out["log_avg_purchase_value"] = np.log1p(features["avg_purchase_value"].fillna(0).clip(0))
+
+    def col(name: str) -> np.ndarray:
+        return features[name].to_numpy("float64", na_value=np.nan)
+
+    tenure = np.clip(np.nan_to_num(col("tenure_days")), 30, None)
+    out = {
+        "log_purchases_per_year": np.log1p(365.0 * col("frequency") / tenure),
+        "log_avg_purchase_value": np.log1p(
+            np.clip(np.nan_to_num(col("avg_purchase_value")), 0, None)
+        ),
+    }
     if "age" in features.columns:
-        out["age"] = features["age"].astype("float64")
+        out["age"] = col("age")
     if "income" in features.columns:
-        out["log_income"] = np.log1p(features["income"].astype("float64").clip(lower=0))
+        out["log_income"] = np.log1p(np.clip(col("income"), 0, None))
     if "customer_type" in features.columns:
-        ctype = features["customer_type"].astype("str")
-        out["is_b2b"] = np.where(ctype.isin(["B2B", "B2C"]), ctype == "B2B", np.nan)
-    return out
+        ctype = features["customer_type"].astype("str").to_numpy()
+        out["is_b2b"] = np.where(np.isin(ctype, ["B2B", "B2C"]), ctype == "B2B", np.nan)
+    return pd.DataFrame(out, index=features.index)
 
 
 class PersonaModel:
@@ -47,9 +54,9 @@ class PersonaModel:
         self.random_state = random_state
 
     def _matrix(self, features: pd.DataFrame) -> np.ndarray:
-        inputs = persona_inputs(features).reindex(columns=self.columns_)
-        filled = inputs.fillna(pd.Series(self.fill_, index=self.columns_))
-        return (filled.to_numpy("float64") - self.mean_) / self.scale_
+        raw = persona_inputs(features).reindex(columns=self.columns_).to_numpy("float64")
+        filled = np.where(np.isnan(raw), self.fill_, raw)
+        return (filled - self.mean_) / self.scale_
 
     def fit(self, features: pd.DataFrame, previous: PersonaModel | None = None) -> PersonaModel:
         inputs = persona_inputs(features)

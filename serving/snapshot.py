@@ -62,5 +62,6 @@ class Snapshot:
                 drop=True
             )
             known = set(rows["customer_id"])
-        unknown = [i for i in ids if i not in set(known)]
+        known = set(known)
+        unknown = [i for i in ids if i not in known]
         return rows, unknown
