@@ -90,15 +90,16 @@ def customer_features(
     # and the distinct purchase days, sorted by customer then most recent first.
     span = int(days_ago.max()) + 1 if len(days_ago) else 1
     keys = np.sort((codes.astype(np.int64) * span + days_ago) * 2 + ~buy)
-    first_row = np.r_[True, keys[1:] // (2 * span) != keys[:-1] // (2 * span)]
+    # Keys are >= 0, so -1 marks "before the first row" (and keeps empty input empty).
+    first_row = np.diff(keys // (2 * span), prepend=-1) != 0
     out["days_since_activity"] = (keys[first_row] // 2) % span
     buy_keys = keys[keys % 2 == 0] // 2
-    keys = buy_keys[np.r_[True, buy_keys[1:] != buy_keys[:-1]]] if len(buy_keys) else buy_keys
+    keys = buy_keys[np.diff(buy_keys, prepend=-1) != 0]
     day_code, day_ago = keys // span, keys % span
     n_days = count(idx=day_code)
     has = n_days > 0
-    starts = np.flatnonzero(np.r_[True, day_code[1:] != day_code[:-1]]) if len(keys) else keys
-    ends = np.r_[starts[1:], len(keys)] - 1 if len(keys) else keys
+    starts = np.flatnonzero(np.diff(day_code, prepend=-1) != 0)  # each customer's latest day
+    ends = np.flatnonzero(np.diff(day_code, append=-1) != 0)  # and first day
     recency = np.full(n, np.nan)
     tenure = np.full(n, np.nan)
     recency[day_code[starts]] = day_ago[starts]
@@ -121,7 +122,7 @@ def customer_features(
     out["trend_90d"] = out["purchase_days_90d"] - prev_90
 
     # Inter-purchase intervals between consecutive purchase days of the same customer.
-    same = day_code[1:] == day_code[:-1] if len(keys) else np.zeros(0, bool)
+    same = day_code[1:] == day_code[:-1]
     gaps = (day_ago[1:] - day_ago[:-1])[same].astype("float64")
     gap_code = day_code[1:][same]
     n_gaps = np.bincount(gap_code, minlength=n)
@@ -137,8 +138,9 @@ def customer_features(
         if column in transactions.columns:
             vals, _ = pd.factorize(transactions[column])
             ok = vals >= 0
-            pairs = pd.unique(codes[ok].astype(np.int64) * (vals.max() + 1) + vals[ok])
-            out[name] = count(idx=pairs // (vals.max() + 1))
+            width = int(vals.max(initial=0)) + 1
+            pairs = pd.unique(codes[ok].astype(np.int64) * width + vals[ok])
+            out[name] = count(idx=pairs // width)
 
     frame = pd.DataFrame(out)
     frame.insert(0, "customer_id", pd.Series(np.asarray(ids, dtype=object), dtype="str"))

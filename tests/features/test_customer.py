@@ -124,3 +124,9 @@ def test_synthetic_data_is_deterministic_and_has_planted_structure():
     assert by["frequency"].median().idxmin() == "fading one-timers"
     assert (f.loc[f["persona_name"] == "business buyers", "customer_type"] == "B2B").all()
     assert truth["dropped_out"].between(0, 1).all() and 0.3 < truth["dropped_out"].mean() < 0.9
+
+
+def test_no_rows_by_as_of_gives_an_empty_table_not_an_error():
+    f = customer_features(HAND, "2022-01-01")
+    assert f.empty
+    assert list(f.columns) == list(customer_features(HAND, AS_OF).columns)
