@@ -210,8 +210,9 @@ def validate_transactions(
     refunds = clean["amount"] < 0
     report.note("refunds (negative amount, netted into spend)", int(refunds.sum()))
     report.note("zero-amount rows (not counted as purchases)", int((clean["amount"] == 0).sum()))
-    first_buy = clean.loc[clean["amount"] > 0].groupby("customer_id")["timestamp"].min()
-    first_for_row = clean["customer_id"].map(first_buy)
+    # Each row's customer's first purchase (NaT for refund-only customers).
+    purchases = clean["timestamp"].where(clean["amount"] > 0)
+    first_for_row = purchases.groupby(clean["customer_id"]).transform("min")
     orphan = refunds & (first_for_row.isna() | (clean["timestamp"] < first_for_row))
     report.note(
         "refunds with no earlier purchase (kept, netted)",

@@ -58,7 +58,14 @@ class FeatureEncoder:
             values = frame[col].astype("str").to_numpy() if col in frame.columns else None
             for level in levels:
                 parts.append(np.zeros(len(frame), "float32") if values is None else values == level)
-        return np.column_stack(parts).astype("float32") if parts else np.zeros((len(frame), 0))
+        if not parts:
+            return np.zeros((len(frame), 0), "float32")
+        # Values beyond float32's range become its largest finite value, not inf (XGBoost
+        # refuses inf); missing values stay NaN.
+        big = np.finfo("float32").max
+        return np.nan_to_num(
+            np.column_stack(parts).astype("float32"), nan=np.nan, posinf=big, neginf=-big
+        )
 
     def to_dict(self) -> dict:
         return {"numeric": self.numeric_, "categories": self.categories_}

@@ -156,3 +156,12 @@ def test_customers_attributes_are_cleaned_and_counted():
 def test_as_of_before_every_row_is_refused():
     with pytest.raises(DataError, match="no rows at or before as_of 2023-01-01"):
         validate_transactions(raw([("1", "2024-01-01", "5")]), as_of="2023-01-01")
+
+
+def test_a_table_of_refunds_only_is_kept_and_counted():
+    clean, _, report = validate_transactions(
+        raw([("1", "2024-01-01", "-5"), ("2", "2024-01-02", "0")])
+    )
+    assert len(clean) == 2
+    assert report.noted["refunds with no earlier purchase (kept, netted)"] == 1
+    assert report.noted["zero-amount rows (not counted as purchases)"] == 1

@@ -156,3 +156,22 @@ def test_openapi_documents_routes_and_schemas(client):
     for route in ("/score/ids", "/score/transactions", "/score/features", "/personas", "/model"):
         assert route in spec["paths"]
     assert "Prediction" in json.dumps(spec)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"customer_id": "R", "timestamp": "2025-01-01", "amount": -5}],  # refunds only
+        [{"customer_id": "Z", "timestamp": "2025-01-01", "amount": 0}],  # zero amount only
+        [{"customer_id": "H", "timestamp": "2025-01-01", "amount": 1e308}],  # beyond float32
+        [
+            {"customer_id": "O", "timestamp": "0001-01-01", "amount": 5},
+            {"customer_id": "O", "timestamp": "2025-01-01", "amount": 5},
+        ],
+    ],
+)
+def test_odd_but_valid_transactions_are_scored(client, rows):
+    response = client.post("/score/transactions", json={"transactions": rows})
+    assert response.status_code == 200, response.text
+    prediction = response.json()["predictions"][0]
+    assert 0 <= prediction["churn_probability"] <= 1 and prediction["predicted_value"] >= 0
