@@ -70,17 +70,24 @@ def _user_errors(func):
     return wrapper
 
 
-def _mapping(mapping_file, time_format, encoding, customer_col, time_col, amount_col):
+def _load(transactions, customers, as_of, mapping, time_format, encoding, columns):
+    """Load and validate the sources with the user's column mapping, then show the
+    data-quality report: the first step of every command that reads data."""
+    from features.load import load_inputs
     from features.schema import ColumnMapping
 
-    return ColumnMapping.from_options(
-        mapping_file,
+    cols = ColumnMapping.from_options(
+        mapping,
         time_format,
         encoding,
-        customer_id=customer_col,
-        timestamp=time_col,
-        amount=amount_col,
+        customer_id=columns[0],
+        timestamp=columns[1],
+        amount=columns[2],
     )
+    with console.status("loading and validating"):
+        inputs = load_inputs(transactions, customers, as_of, cols)
+    _print_reports(inputs.reports)
+    return inputs
 
 
 def _print_reports(reports) -> None:
@@ -141,13 +148,10 @@ def features(
 ) -> None:
     """Point-in-time customer features as of a day."""
     from features.customer import customer_features
-    from features.load import load_inputs
     from features.sources import write_table
 
-    cols = _mapping(mapping, time_format, encoding, customer_col, time_col, amount_col)
-    with console.status("loading and validating"):
-        inputs = load_inputs(transactions, customers, as_of, cols)
-    _print_reports(inputs.reports)
+    columns = (customer_col, time_col, amount_col)
+    inputs = _load(transactions, customers, as_of, mapping, time_format, encoding, columns)
     with console.status("building features"):
         table = customer_features(inputs.transactions, inputs.as_of, inputs.customers)
         where = write_table(table, out)
@@ -179,7 +183,6 @@ def train(
     encoding: Encoding = "utf-8",
 ) -> None:
     """Train personas, churn and value models; log, register and maybe promote them."""
-    from features.load import load_inputs
     from training.config import TrainConfig
     from training.run import run_training
 
@@ -190,10 +193,8 @@ def train(
         model_name=model_name,
         n_personas=personas,
     )
-    cols = _mapping(mapping, time_format, encoding, customer_col, time_col, amount_col)
-    with console.status("loading and validating"):
-        inputs = load_inputs(transactions, customers, as_of, cols)
-    _print_reports(inputs.reports)
+    columns = (customer_col, time_col, amount_col)
+    inputs = _load(transactions, customers, as_of, mapping, time_format, encoding, columns)
     with console.status("training") as status:
         outcome = run_training(inputs, config, progress=lambda msg: status.update(msg))
     _print_training(outcome)
@@ -307,7 +308,6 @@ def score(
     encoding: Encoding = "utf-8",
 ) -> None:
     """Score every customer as of a day and write the feature snapshot the API looks up."""
-    from features.load import load_inputs
     from features.sources import read_table
     from models.registry import load_bundle
     from serving.batch import score_features, score_inputs, write_predictions
@@ -325,10 +325,8 @@ def score(
             day = str(feats["as_of"].iloc[0]) if has_day else bundle.manifest["as_of"]
             predictions = score_features(feats, bundle, day)
     else:
-        cols = _mapping(mapping, time_format, encoding, customer_col, time_col, amount_col)
-        with console.status("loading and validating"):
-            inputs = load_inputs(transactions, customers, as_of, cols)
-        _print_reports(inputs.reports)
+        columns = (customer_col, time_col, amount_col)
+        inputs = _load(transactions, customers, as_of, mapping, time_format, encoding, columns)
         with console.status(f"scoring {inputs.transactions['customer_id'].nunique():,} customers"):
             predictions, feats = score_inputs(inputs, bundle)
         with console.status("writing the feature snapshot"):

@@ -171,6 +171,14 @@ class BTYDBaseline:
             index=features.index,
         )
 
+    def add_to(
+        self, features: pd.DataFrame, churn_horizon: int, value_horizon: int
+    ) -> pd.DataFrame:
+        """The feature table with this baseline's outputs as columns (replacing older ones):
+        what the boosted models take as input."""
+        outputs = self.predict(features, churn_horizon, value_horizon)
+        return pd.concat([features.drop(columns=outputs.columns, errors="ignore"), outputs], axis=1)
+
     def to_dict(self) -> dict:
         return {"bgnbd": self.bgnbd_.params_, "gamma_gamma": self.gg_.params_}
 

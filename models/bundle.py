@@ -69,8 +69,7 @@ class Bundle:
 
     def model_inputs(self, features: pd.DataFrame) -> pd.DataFrame:
         """Features plus the BTYD baseline's outputs, which the boosted models also use."""
-        btyd = self.btyd.predict(features, self.churn_horizon, self.value_horizon)
-        return pd.concat([features.drop(columns=btyd.columns, errors="ignore"), btyd], axis=1)
+        return self.btyd.add_to(features, self.churn_horizon, self.value_horizon)
 
     def score(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
         """Per-customer predictions for a feature table (see `features.customer`)."""

@@ -57,14 +57,14 @@ def check_tracking(timeout: float = 5.0) -> str:
 @contextmanager
 def _quiet_retries():
     """Do not let MLflow's HTTP client retry for minutes against a dead server."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",)}
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    key = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+    added = key not in os.environ
+    os.environ.setdefault(key, "2")
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
+        if added:
+            os.environ.pop(key, None)
 
 
 @dataclass

@@ -155,8 +155,6 @@ class Clientela:
         training. `as_of` defaults to the latest transaction's day."""
         raw = pd.DataFrame([t.model_dump() for t in transactions])
         _check_limit("transactions", raw["customer_id"].nunique())
-        stamps = raw["timestamp"].astype("str")
-        raw["timestamp"] = pd.to_datetime(stamps, format="ISO8601", utc=True)
         try:
             tx, day, _ = validate_transactions(raw, as_of=as_of, source="transactions")
             attrs = None

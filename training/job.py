@@ -60,8 +60,8 @@ class FeatureCache:
         if cutoff not in self._cache:
             feats = customer_features(self.inputs.transactions, cutoff, self.inputs.customers)
             btyd = BTYDBaseline().fit(feats)
-            out = btyd.predict(feats, self.config.churn_horizon, self.config.value_horizon)
-            self._cache[cutoff] = (pd.concat([feats, out], axis=1), btyd)
+            horizons = (self.config.churn_horizon, self.config.value_horizon)
+            self._cache[cutoff] = (btyd.add_to(feats, *horizons), btyd)
         return self._cache[cutoff]
 
     def examples(self, cutoffs, horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -87,7 +87,7 @@ def check_eligibility(inputs: Inputs, config: TrainConfig) -> None:
             f"cutoff), the data spans {span} days ({first.date()} to {inputs.as_of.date()}); "
             "shorten --value-horizon/--churn-horizon or load more history"
         )
-    earliest = inputs.as_of - DAY * (config.required_history_days() - config.min_history)
+    earliest = inputs.as_of - DAY * (need - config.min_history)
     known = tx.loc[tx["timestamp"] < earliest + DAY, "customer_id"].nunique()
     if known < config.min_customers:
         raise DataError(
@@ -133,10 +133,11 @@ def fit_value(cache, cutoffs, encoder, config) -> ValueModel:
     )
 
 
-def persona_stability(model: PersonaModel, features: pd.DataFrame, config: TrainConfig) -> float:
-    """Share of customers keeping their persona id when personas are refitted on bootstrap
-    resamples (ids matched to this model, as in a retrain)."""
-    base = model.predict(features)
+def persona_stability(
+    model: PersonaModel, features: pd.DataFrame, base: np.ndarray, config: TrainConfig
+) -> float:
+    """Share of customers keeping their persona id (`base`: this model's assignment) when
+    personas are refitted on bootstrap resamples (ids matched to this model, as in a retrain)."""
     rng = np.random.default_rng(config.random_state)
     same = []
     for i in range(config.stability_resamples):
@@ -210,7 +211,7 @@ def train(
     metrics["persona_silhouette"] = float(
         silhouette_score(persona._matrix(final_feats.iloc[sample]), assigned[sample])
     )
-    metrics["persona_stability"] = persona_stability(persona, final_feats, config)
+    metrics["persona_stability"] = persona_stability(persona, final_feats, assigned, config)
     lap("personas")
 
     progress("final churn and value models on the most recent windows")

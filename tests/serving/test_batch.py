@@ -10,22 +10,24 @@ from serving.snapshot import Snapshot
 runner = CliRunner()
 
 
-def test_score_to_csv_writes_predictions_and_snapshot(served, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = runner.invoke(
+def score_served(served, *options):
+    """`clientela score` on the served fixture's transactions and customers with its bundle."""
+    root = served["root"]
+    return runner.invoke(
         app,
         [
             "score",
-            "-t",
-            str(served["root"] / "transactions.parquet"),
-            "-c",
-            str(served["root"] / "customers.parquet"),
-            "--model",
-            str(served["bundle_dir"]),
-            "--out",
-            "scores.csv",
+            "-t", str(root / "transactions.parquet"),
+            "-c", str(root / "customers.parquet"),
+            "--model", str(served["bundle_dir"]),
+            *options,
         ],
-    )
+    )  # fmt: skip
+
+
+def test_score_to_csv_writes_predictions_and_snapshot(served, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = score_served(served, "--out", "scores.csv")
     assert result.exit_code == 0, result.output
     scores = pd.read_csv("scores.csv", dtype={"customer_id": str})
     assert len(scores) == len(served["predictions"])
@@ -57,24 +59,13 @@ def test_score_to_csv_writes_predictions_and_snapshot(served, tmp_path, monkeypa
 
 def test_score_into_postgresql_and_look_up_ids_there(served, pg_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(
-        app,
-        [
-            "score",
-            "-t",
-            str(served["root"] / "transactions.parquet"),
-            "-c",
-            str(served["root"] / "customers.parquet"),
-            "--model",
-            str(served["bundle_dir"]),
-            "--out",
-            f"{pg_url}#clientela_test_scores",
-            "--snapshot",
-            f"{pg_url}#clientela_test_snapshot",
-        ],
-    )
+    result = score_served(
+        served,
+        "--out", f"{pg_url}#clientela_test_scores",
+        "--snapshot", f"{pg_url}#clientela_test_snapshot",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
-    stored = pd.read_sql_table("clientela_test_scores", pg_url.replace("+psycopg", "+psycopg"))
+    stored = pd.read_sql_table("clientela_test_scores", pg_url)
     assert len(stored) == len(served["predictions"])
     snapshot = Snapshot(f"{pg_url}#clientela_test_snapshot")
     ids = list(served["predictions"].index[:3])
