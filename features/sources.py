@@ -38,6 +38,15 @@ def split_sql(spec: str) -> tuple[str, str]:
     return url, target.strip()
 
 
+def split_table(spec: str) -> tuple[str, str]:
+    """`URL#table` -> (URL, table), refusing anything but a (schema-qualified) table name,
+    since the name is written into SQL."""
+    url, table = split_sql(spec)
+    if not _SQL_IDENT.match(table):
+        raise DataError(f"{redact(url)}: needs a table name after '#', got {table!r}")
+    return url, table
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", str(url))
@@ -145,9 +154,7 @@ def write_table(frame: pd.DataFrame, spec: str | Path) -> str:
 
 def _write_sql(frame: pd.DataFrame, spec: str) -> str:
     """Replace the table, loading rows with PostgreSQL COPY where available."""
-    url, table = split_sql(spec)
-    if not _SQL_IDENT.match(table):
-        raise DataError(f"SQL sink needs a table name after '#', got {table!r}")
+    url, table = split_table(spec)
     engine = engine_for(url)
     try:
         frame.head(0).to_sql(table, engine, if_exists="replace", index=False)

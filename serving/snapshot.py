@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.schema import DataError
-from features.sources import engine_for, is_sql, read_table, split_sql, write_table
+from features.sources import engine_for, is_sql, read_table, split_table, write_table
 
 DEFAULT_SNAPSHOT = "clientela_snapshot.parquet"
 
@@ -22,7 +22,7 @@ class Snapshot:
     def __init__(self, spec: str | Path = DEFAULT_SNAPSHOT):
         self.spec = str(spec)
         if is_sql(self.spec):
-            url, self.table = split_sql(self.spec)
+            url, self.table = split_table(self.spec)
             self.engine = engine_for(url)
             self.frame = None
         else:

@@ -74,3 +74,10 @@ def test_postgres_table_and_query_sources(pg_url):
     assert len(read_table(query)) == 2
     with pytest.raises(DataError, match="cannot read 'no_such_table'"):
         read_table(f"{pg_url}#no_such_table")
+
+
+def test_sql_sink_needs_a_plain_table_name():
+    frame = pd.DataFrame({"a": [1]})
+    for bad in ("t; DROP TABLE x", "SELECT 1"):
+        with pytest.raises(DataError, match="needs a table name"):
+            write_table(frame, f"postgresql://127.0.0.1/test#{bad}")

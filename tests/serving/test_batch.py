@@ -85,3 +85,10 @@ def test_missing_model_is_a_clear_error(tmp_path, monkeypatch):
     result = runner.invoke(app, ["serve"])
     assert result.exit_code == 2
     assert "no registered model" in result.output or "no version with alias" in result.output
+
+
+def test_snapshot_table_must_be_a_plain_table_name():
+    from features.schema import DataError
+
+    with pytest.raises(DataError, match="needs a table name"):
+        Snapshot("postgresql://127.0.0.1/test#t; DROP TABLE x")
