@@ -350,10 +350,12 @@ def serve(
     snapshot: Annotated[str, typer.Option(help="Feature snapshot for lookups by id")] = (
         "clientela_snapshot.parquet"
     ),
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per core)")] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log every request (costs throughput)")] = False,
 ) -> None:
     """Start the prediction API (BentoML)."""
+    import json
     import os
-    import subprocess
 
     from models.registry import load_bundle
 
@@ -361,12 +363,21 @@ def serve(
         bundle = load_bundle(model)  # a corrupt or missing bundle stops here, clearly
     console.print(f"model {bundle.version} (trained as of {bundle.manifest['as_of']}) is valid")
 
-    env = {**os.environ, "CLIENTELA_MODEL": model, "CLIENTELA_SNAPSHOT": snapshot}
+    overrides = {"workers": workers, "logging": {"access": {"enabled": access_log}}}
+    env = {
+        **os.environ,
+        "CLIENTELA_MODEL": model,
+        "CLIENTELA_SNAPSHOT": snapshot,
+        "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"clientela": overrides}}),
+    }
     console.print(
-        f"serving {model} on http://127.0.0.1:{port} (docs at /docs, metrics at /metrics)"
+        f"serving {model} on http://127.0.0.1:{port} with {workers} worker(s) "
+        "(docs at /docs, metrics at /metrics)"
     )
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Clientela"]
-    raise typer.Exit(subprocess.call([*command, "--port", str(port)], env=env))
+    # Replace this process, so that a stop signal reaches BentoML and its workers directly.
+    sys.stdout.flush()
+    os.execve(sys.executable, [*command, "--port", str(port)], env)
 
 
 @app.command()

@@ -144,7 +144,10 @@ def write_table(frame: pd.DataFrame, spec: str | Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+        # Without pandas' own metadata: it names Arrow-backed dtypes (the list of reasons) in
+        # a form pandas cannot read back.
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        pq.write_table(table.replace_schema_metadata(None), path)
     elif suffix == ".csv":
         pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
     else:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 
@@ -35,12 +36,17 @@ def logit_offset(X, names: list[str], feature: str | None) -> np.ndarray | None:
     multiplicative corrections extrapolated wildly for customers beyond the training range.)"""
     if feature is None:
         return None
-    p = np.clip(
-        np.nan_to_num(np.asarray(X, dtype="float64")[:, names.index(feature)], nan=0.5),
-        1e-4,
-        1 - 1e-4,
-    )
+    column = np.asarray(X)[:, names.index(feature)].astype("float64")
+    p = np.clip(np.nan_to_num(column, nan=0.5), 1e-4, 1 - 1e-4)
     return np.log(p / (1 - p))
+
+
+def compact_rounds(model: xgb.XGBModel, tolerance: float) -> int:
+    """The fewest boosting rounds whose validation loss is within `tolerance` (relative) of the
+    best: trees beyond that point buy next to nothing and cost scoring time on every customer."""
+    (curve,) = model.evals_result()["validation_0"].values()
+    curve = np.asarray(curve[: model.best_iteration + 1])
+    return int(np.argmax(curve <= curve.min() + tolerance * abs(curve.min()))) + 1
 
 
 def _load_booster(path: Path) -> xgb.Booster:
@@ -62,6 +68,7 @@ class ChurnModel:
         random_state: int = 0,
         n_jobs: int = 2,
         offset_feature: str | None = "btyd_p_churn",
+        tolerance: float = 0.002,
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -69,6 +76,7 @@ class ChurnModel:
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.offset_feature = offset_feature
+        self.tolerance = tolerance
 
     def _offset(self, X) -> np.ndarray | None:
         return logit_offset(X, self.feature_names_, self.offset_feature)
@@ -92,8 +100,8 @@ class ChurnModel:
             base_margin_eval_set=None if offset_cal is None else [offset_cal],
             verbose=False,
         )
-        self.booster_ = clf.get_booster()[: clf.best_iteration + 1]
-        self.booster_.feature_names = list(feature_names)
+        self.booster_ = clf.get_booster()[: compact_rounds(clf, self.tolerance)]
+        self.booster_.feature_names = self.feature_names_ = list(feature_names)
         offset = self._offset(X)
         self.mean_offset_ = float(np.mean(offset)) if offset is not None else 0.0
         raw = self.raw_proba(X_cal)
@@ -104,10 +112,6 @@ class ChurnModel:
         }
         return self
 
-    @property
-    def feature_names_(self) -> list[str]:
-        return list(self.booster_.feature_names)
-
     def raw_proba(self, X) -> np.ndarray:
         X = np.asarray(X, dtype="float32")
         return self.booster_.inplace_predict(X, base_margin=self._offset(X))
@@ -117,22 +121,31 @@ class ChurnModel:
         cal = self.calibration_
         return np.interp(self.raw_proba(X), cal["x"], cal["y"])
 
-    def reasons(self, X, top: int = 3) -> list[list[str]]:
+    def reasons(self, X, top: int = 3) -> pa.ListArray:
         """Per customer, the features pushing churn risk up the most (largest positive
-        contributions, approximate Saabas attribution: fast enough for batch scoring). The
-        baseline offset counts as the contribution of the BTYD feature it came from, measured
-        against its training mean."""
+        contributions, approximate Saabas attribution: fast enough for batch scoring), as an
+        Arrow list array so that millions of rows never become Python lists. The baseline
+        offset counts as the contribution of the BTYD feature it came from, measured against
+        its training mean."""
         X = np.asarray(X, dtype="float32")
-        dm = xgb.DMatrix(X, feature_names=self.feature_names_)
-        contrib = self.booster_.predict(dm, pred_contribs=True, approx_contribs=True)[:, :-1]
+        contrib = self.booster_.predict(
+            xgb.DMatrix(X), pred_contribs=True, approx_contribs=True, validate_features=False
+        )[:, :-1]
         offset = self._offset(X)
         if offset is not None:
             contrib[:, self.feature_names_.index(self.offset_feature)] += offset - self.mean_offset_
-        order = np.argsort(-contrib, axis=1)[:, :top]
-        names = np.array(self.feature_names_, dtype=object)[order].tolist()
-        # Sorted by contribution, so the positive ones are a prefix of each row.
-        n_positive = (np.take_along_axis(contrib, order, axis=1) > 0).sum(axis=1).tolist()
-        return [row[:k] for row, k in zip(names, n_positive, strict=True)]
+        rows = np.arange(len(contrib))
+        best = np.empty((len(contrib), min(top, contrib.shape[1])), dtype="int32")
+        positive = np.empty(best.shape, dtype=bool)
+        for k in range(best.shape[1]):  # top-k by repeated argmax: sorted, and cheap for small k
+            best[:, k] = contrib.argmax(axis=1)
+            positive[:, k] = contrib[rows, best[:, k]] > 0
+            contrib[rows, best[:, k]] = -np.inf
+        offsets = np.concatenate([[0], np.cumsum(positive.sum(axis=1))]).astype("int32")
+        names = pa.DictionaryArray.from_arrays(
+            pa.array(best[positive]), pa.array(self.feature_names_)
+        ).cast(pa.string())
+        return pa.ListArray.from_arrays(pa.array(offsets), names)
 
     def importance(self) -> dict[str, float]:
         return self.booster_.get_score(importance_type="total_gain")
@@ -149,6 +162,7 @@ class ChurnModel:
     def load(cls, directory: Path) -> ChurnModel:
         model = cls()
         model.booster_ = _load_booster(directory / "churn.ubj")
+        model.feature_names_ = list(model.booster_.feature_names)  # read once: a C call each
         data = json.loads((directory / "churn_calibration.json").read_text())
         model.calibration_ = {"x": data["x"], "y": data["y"]}
         model.offset_feature = data["offset_feature"]
@@ -168,6 +182,7 @@ class ValueModel:
         tweedie_variance_power: float = 1.3,
         random_state: int = 0,
         n_jobs: int = 2,
+        tolerance: float = 0.002,
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -175,6 +190,7 @@ class ValueModel:
         self.tweedie_variance_power = tweedie_variance_power
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.tolerance = tolerance
 
     def fit(self, X, y, X_val, y_val, feature_names: list[str]) -> ValueModel:
         """Fit on (X, y); (X_val, y_val), a later cutoff, decides when to stop adding trees."""
@@ -194,7 +210,7 @@ class ValueModel:
             return np.clip(np.asarray(values, dtype="float64"), 0, None)  # net refunds: no spend
 
         reg.fit(X, spend(y), eval_set=[(X_val, spend(y_val))], verbose=False)
-        self.booster_ = reg.get_booster()[: reg.best_iteration + 1]
+        self.booster_ = reg.get_booster()[: compact_rounds(reg, self.tolerance)]
         self.booster_.feature_names = list(feature_names)
         return self
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from models.boosted import ChurnModel, ValueModel
 from models.btyd import BTYDBaseline
@@ -32,6 +33,27 @@ OUTPUT_COLUMNS = [
     "predicted_value",
     "value_percentile",
 ]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the models read for a batch of customers, as row-aligned arrays."""
+
+    customer_id: np.ndarray
+    lifecycle_stage: np.ndarray
+    X: np.ndarray  # the encoder's matrix, for the boosted models
+    persona: np.ndarray  # the persona model's standardised inputs
+    expected_purchases: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.customer_id)
+
+    def take(self, rows: np.ndarray) -> Prepared:
+        return Prepared(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
+
+def no_reasons(n: int) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, "int32")), pa.array([], pa.string()))
 
 
 class BundleError(RuntimeError):
@@ -71,33 +93,55 @@ class Bundle:
         """Features plus the BTYD baseline's outputs, which the boosted models also use."""
         return self.btyd.add_to(features, self.churn_horizon, self.value_horizon)
 
-    def score(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
-        """Per-customer predictions for a feature table (see `features.customer`)."""
+    def prepare(self, features: pd.DataFrame) -> Prepared:
+        """The pandas part of scoring, done once per feature table (once per snapshot in the
+        API, so that a lookup by id is only array indexing)."""
         features = features.reset_index(drop=True)
         inputs = self.model_inputs(features)
-        X = self.encoder.transform(inputs)
+        return Prepared(
+            customer_id=features["customer_id"].astype("str").to_numpy(dtype=object),
+            lifecycle_stage=features["lifecycle_stage"].astype("str").to_numpy(dtype=object),
+            X=self.encoder.transform(inputs),
+            persona=self.persona.matrix(features),
+            expected_purchases=inputs["btyd_expected_purchases"].to_numpy("float64"),
+        )
+
+    def predict(
+        self, prepared: Prepared, with_reasons: bool = True
+    ) -> dict[str, np.ndarray | pa.Array]:
+        """Per-customer predictions as columns (the names of `OUTPUT_COLUMNS`)."""
+        X = prepared.X
         churn = self.churn.predict_proba(X)
         value = self.value.predict(X)
-        persona = self.persona.predict(features)
+        persona = self.persona.nearest(prepared.persona)
         quantiles = np.asarray(self.manifest["value_quantiles"], dtype="float64")
         percentile = np.searchsorted(quantiles, value, side="right") - 1
         band = np.select(
             [churn < RISK_BANDS["low"], churn < RISK_BANDS["medium"]], ["low", "medium"], "high"
         )
-        out = pd.DataFrame(
-            {
-                "customer_id": features["customer_id"].astype("str"),
-                "persona_id": persona.astype("int64"),
-                "persona_name": self.persona.name_of(persona),
-                "lifecycle_stage": features["lifecycle_stage"].astype("str"),
-                "churn_probability": churn.astype("float64"),
-                "risk_band": band,
-                "reasons": self.churn.reasons(X) if with_reasons else [[] for _ in range(len(X))],
-                "expected_purchases": inputs["btyd_expected_purchases"].to_numpy("float64"),
-                "predicted_value": value.astype("float64"),
-                "value_percentile": np.clip(percentile, 0, 100).astype("int64"),
-            }
-        )
+        return {
+            "customer_id": prepared.customer_id,
+            "persona_id": persona.astype("int64"),
+            "persona_name": self.persona.name_of(persona),
+            "lifecycle_stage": prepared.lifecycle_stage,
+            "churn_probability": churn.astype("float64"),
+            "risk_band": band.astype(object),
+            "reasons": self.churn.reasons(X) if with_reasons else no_reasons(len(X)),
+            "expected_purchases": prepared.expected_purchases,
+            "predicted_value": value.astype("float64"),
+            "value_percentile": np.clip(percentile, 0, 100).astype("int64"),
+        }
+
+    def score(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
+        """Per-customer predictions for a feature table (see `features.customer`)."""
+        columns = self.predict(self.prepare(features), with_reasons)
+        reasons = pd.arrays.ArrowExtensionArray(columns.pop("reasons"))
+        out = pd.DataFrame(columns)
+        out.insert(OUTPUT_COLUMNS.index("reasons"), "reasons", reasons)
+        out["customer_id"] = out["customer_id"].astype("str")
+        out["persona_name"] = out["persona_name"].astype("str")
+        out["lifecycle_stage"] = out["lifecycle_stage"].astype("str")
+        out["risk_band"] = out["risk_band"].astype("str")
         out["model_version"] = self.version
         return out
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.customer import (
     ATTRIBUTE_CATEGORICAL,
@@ -47,25 +49,28 @@ class FeatureEncoder:
         return self.numeric_ + list(self.categories_)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        # Filled column by column, so column-major; XGBoost reads rows, hence the final copy.
+        out = np.zeros((len(frame), len(self.feature_names_)), dtype="float32", order="F")
         numeric = frame.reindex(columns=self.numeric_)
         try:  # one conversion for the whole block: cheap for the API's small requests
-            parts = list(numeric.to_numpy("float32", na_value=np.nan).T)
+            with np.errstate(over="ignore"):  # beyond float32: capped below
+                out[:, : len(self.numeric_)] = numeric.to_numpy("float32", na_value=np.nan)
         except (TypeError, ValueError):
-            parts = [
-                pd.to_numeric(numeric[c], errors="coerce").to_numpy("float32") for c in numeric
-            ]
+            for j, col in enumerate(self.numeric_):
+                out[:, j] = pd.to_numeric(numeric[col], errors="coerce").to_numpy("float32")
+        j = len(self.numeric_)
         for col, levels in self.categories_.items():
-            values = frame[col].astype("str").to_numpy() if col in frame.columns else None
-            for level in levels:
-                parts.append(np.zeros(len(frame), "float32") if values is None else values == level)
-        if not parts:
-            return np.zeros((len(frame), 0), "float32")
+            if col in frame.columns:
+                values = pa.array(frame[col].astype("str"), type=pa.string())
+                codes = pc.index_in(values, value_set=pa.array(levels, pa.string()))
+                codes = codes.fill_null(-1).to_numpy()
+                for k in range(len(levels)):
+                    out[:, j + k] = codes == k
+            j += len(levels)
         # Values beyond float32's range become its largest finite value, not inf (XGBoost
         # refuses inf); missing values stay NaN.
         big = np.finfo("float32").max
-        return np.nan_to_num(
-            np.column_stack(parts).astype("float32"), nan=np.nan, posinf=big, neginf=-big
-        )
+        return np.ascontiguousarray(np.clip(out, -big, big, out=out))
 
     def to_dict(self) -> dict:
         return {"numeric": self.numeric_, "categories": self.categories_}

@@ -53,7 +53,8 @@ class PersonaModel:
         self.sample_size = sample_size
         self.random_state = random_state
 
-    def _matrix(self, features: pd.DataFrame) -> np.ndarray:
+    def matrix(self, features: pd.DataFrame) -> np.ndarray:
+        """Standardised persona inputs, missing values filled with the training medians."""
         raw = persona_inputs(features).reindex(columns=self.columns_).to_numpy("float64")
         filled = np.where(np.isnan(raw), self.fill_, raw)
         return (filled - self.mean_) / self.scale_
@@ -113,13 +114,17 @@ class PersonaModel:
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         """Persona id per customer (nearest centroid)."""
-        X = self._matrix(features)
+        return self.nearest(self.matrix(features))
+
+    def nearest(self, X: np.ndarray) -> np.ndarray:
+        """Persona id of the nearest centroid, for rows of `matrix`."""
         dist = ((X[:, None, :] - self.centroids_[None, :, :]) ** 2).sum(axis=2)
         return self.ids_[dist.argmin(axis=1)]
 
     def name_of(self, persona_ids: np.ndarray) -> np.ndarray:
-        lookup = dict(zip(self.ids_.tolist(), self.names_, strict=True))
-        return np.array([lookup[i] for i in np.asarray(persona_ids).tolist()], dtype=object)
+        by_id = np.empty(int(self.ids_.max()) + 1, dtype=object)
+        by_id[self.ids_] = self.names_
+        return by_id[np.asarray(persona_ids, dtype="int64")]
 
     def to_dict(self) -> dict:
         return {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.customer import customer_features
 from features.load import Inputs
@@ -30,5 +32,6 @@ def score_inputs(inputs: Inputs, bundle: Bundle) -> tuple[pd.DataFrame, pd.DataF
 def write_predictions(predictions: pd.DataFrame, spec: str) -> str:
     """Parquet keeps `reasons` as a list; CSV and SQL get it joined with ';'."""
     if is_sql(spec) or str(spec).lower().endswith(".csv"):
-        predictions = predictions.assign(reasons=predictions["reasons"].map(";".join))
+        joined = pc.binary_join(pa.array(predictions["reasons"]), ";")
+        predictions = predictions.assign(reasons=joined.to_pandas(types_mapper=pd.ArrowDtype))
     return write_table(predictions, spec)

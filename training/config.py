@@ -16,8 +16,9 @@ class TrainConfig:
     n_personas: int | None = None  # None: chosen in persona_k_range by silhouette
     persona_k_range: tuple[int, int] = (3, 8)
     n_estimators: int = 300  # at most: early stopping on the latest cutoff picks the number
-    learning_rate: float = 0.15
+    learning_rate: float = 0.3
     max_depth: int = 5
+    loss_tolerance: float = 0.002  # keep the fewest trees within this of the best loss
     stability_resamples: int = 3
     random_state: int = 0
     experiment: str = "clientela"

@@ -106,7 +106,11 @@ def fit_churn(cache, cutoffs, encoder, config) -> ChurnModel:
     X_fit, y_fit = cache.examples(cutoffs[1:], config.churn_horizon)
     X_cal, y_cal = cache.examples(cutoffs[:1], config.churn_horizon)
     return ChurnModel(
-        config.n_estimators, config.learning_rate, config.max_depth, config.random_state
+        config.n_estimators,
+        config.learning_rate,
+        config.max_depth,
+        config.random_state,
+        tolerance=config.loss_tolerance,
     ).fit(
         encoder.transform(X_fit),
         y_fit["churned"],
@@ -124,6 +128,7 @@ def fit_value(cache, cutoffs, encoder, config) -> ValueModel:
         config.learning_rate,
         config.max_depth,
         random_state=config.random_state,
+        tolerance=config.loss_tolerance,
     ).fit(
         encoder.transform(X),
         y["future_spend"],
@@ -209,7 +214,7 @@ def train(
     sample = np.random.default_rng(0).choice(len(final_feats), min(5000, len(final_feats)), False)
     metrics["persona_count"] = float(len(persona.ids_))
     metrics["persona_silhouette"] = float(
-        silhouette_score(persona._matrix(final_feats.iloc[sample]), assigned[sample])
+        silhouette_score(persona.matrix(final_feats.iloc[sample]), assigned[sample])
     )
     metrics["persona_stability"] = persona_stability(persona, final_feats, assigned, config)
     lap("personas")

@@ -5,6 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clientela import app
+from models.bundle import Bundle
 from serving.snapshot import Snapshot
 
 runner = CliRunner()
@@ -67,10 +68,11 @@ def test_score_into_postgresql_and_look_up_ids_there(served, pg_url, tmp_path, m
     assert result.exit_code == 0, result.output
     stored = pd.read_sql_table("clientela_test_scores", pg_url)
     assert len(stored) == len(served["predictions"])
-    snapshot = Snapshot(f"{pg_url}#clientela_test_snapshot")
+    bundle = Bundle.load(served["bundle_dir"])
+    snapshot = Snapshot(f"{pg_url}#clientela_test_snapshot", bundle.prepare)
     ids = list(served["predictions"].index[:3])
     rows, unknown = snapshot.lookup([ids[2], "nobody", ids[0]])
-    assert list(rows["customer_id"]) == [ids[2], ids[0]] and unknown == ["nobody"]
+    assert list(rows.customer_id) == [ids[2], ids[0]] and unknown == ["nobody"]
     assert snapshot.as_of == "2025-12-31"
 
 
@@ -91,4 +93,15 @@ def test_snapshot_table_must_be_a_plain_table_name():
     from features.schema import DataError
 
     with pytest.raises(DataError, match="needs a table name"):
-        Snapshot("postgresql://127.0.0.1/test#t; DROP TABLE x")
+        Snapshot("postgresql://127.0.0.1/test#t; DROP TABLE x", prepare=None)
+
+
+def test_file_snapshot_lookup_keeps_request_order_and_matches_batch_scores(served):
+    bundle = Bundle.load(served["bundle_dir"])
+    snapshot = Snapshot(served["snapshot"], bundle.prepare)
+    ids = list(served["predictions"].index[:3])
+    prepared, unknown = snapshot.lookup([ids[2], "nobody", ids[0]])
+    assert list(prepared.customer_id) == [ids[2], ids[0]] and unknown == ["nobody"]
+    churn = bundle.predict(prepared)["churn_probability"]
+    expected = served["predictions"].loc[[ids[2], ids[0]], "churn_probability"]
+    assert churn.tolist() == pytest.approx(expected.tolist())

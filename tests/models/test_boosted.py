@@ -1,0 +1,48 @@
+"""The boosted models' pieces that do not need a training run."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.boosted import compact_rounds
+from models.encoding import FeatureEncoder
+
+
+def fitted(curve: list[float], best: int) -> SimpleNamespace:
+    """Stands in for a fitted XGBoost model: its validation curve and early-stopping round."""
+    return SimpleNamespace(
+        evals_result=lambda: {"validation_0": {"logloss": curve}}, best_iteration=best
+    )
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "rounds"),
+    [(0.0, 5), (0.01, 4), (0.05, 3), (1.0, 1)],
+)
+def test_compact_rounds_keeps_the_fewest_trees_within_tolerance(tolerance, rounds):
+    curve = [2.0, 1.2, 1.04, 1.005, 1.0, 1.001, 1.002]  # best 1.0 at round 5 (index 4)
+    assert compact_rounds(fitted(curve, best=4), tolerance) == rounds
+
+
+def test_compact_rounds_ignores_rounds_after_early_stopping():
+    curve = [2.0, 1.0, 1.5, 0.5]  # the 0.5 came after the chosen best iteration
+    assert compact_rounds(fitted(curve, best=1), 0.0) == 2
+
+
+def test_encoder_one_hot_missing_and_float32_caps():
+    enc = FeatureEncoder.from_dict(
+        {"numeric": ["frequency", "income"], "categories": {"region": ["East", "West"]}}
+    )
+    frame = pd.DataFrame(
+        {"frequency": [1.0, None, 1e308], "income": [5, 6, 7], "region": ["West", None, "North"]}
+    )
+    X = enc.transform(frame)
+    big = np.finfo("float32").max
+    expected = np.array(
+        [[1.0, 5, 0, 1], [np.nan, 6, 0, 0], [big, 7, 0, 0]],
+        dtype="float32",
+    )
+    np.testing.assert_array_equal(X, expected)
+    assert X.flags["C_CONTIGUOUS"] and X.dtype == np.float32
