@@ -39,6 +39,7 @@ from starlette.routing import Route
 from models.bundle import Bundle
 
 bundle = Bundle.load(os.environ["BUNDLE"])
+bundle.churn.booster_.set_param({"nthread": 1})  # as clientela's workers: no OpenMP thrashing
 table = pd.read_parquet(os.environ["SNAPSHOT"]).set_index("customer_id", drop=False)
 matrix = bundle.encoder.transform(bundle.model_inputs(table.reset_index(drop=True)))
 rows = {cid: i for i, cid in enumerate(table["customer_id"])}
