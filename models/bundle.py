@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from models.boosted import ChurnModel, ValueModel
 from models.btyd import BTYDBaseline
@@ -50,6 +51,12 @@ class Prepared:
 
     def take(self, rows: np.ndarray) -> Prepared:
         return Prepared(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
+
+def joined_reasons(predictions: pd.DataFrame) -> pd.DataFrame:
+    """`reasons` as one ';'-separated string per customer, for CSV, SQL and MLflow's pyfunc."""
+    joined = pc.binary_join(pa.array(predictions["reasons"]), ";")
+    return predictions.assign(reasons=pd.array(joined.to_numpy(zero_copy_only=False), "str"))
 
 
 def no_reasons(n: int) -> pa.ListArray:
@@ -138,10 +145,8 @@ class Bundle:
         reasons = pd.arrays.ArrowExtensionArray(columns.pop("reasons"))
         out = pd.DataFrame(columns)
         out.insert(OUTPUT_COLUMNS.index("reasons"), "reasons", reasons)
-        out["customer_id"] = out["customer_id"].astype("str")
-        out["persona_name"] = out["persona_name"].astype("str")
-        out["lifecycle_stage"] = out["lifecycle_stage"].astype("str")
-        out["risk_band"] = out["risk_band"].astype("str")
+        for col in ("customer_id", "persona_name", "lifecycle_stage", "risk_band"):
+            out[col] = out[col].astype("str")
         out["model_version"] = self.version
         return out
 

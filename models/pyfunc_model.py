@@ -16,9 +16,9 @@ class ClientelaModel(PythonModel):
         self.bundle = Bundle.load(context.artifacts["bundle"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        out = self.bundle.score(model_input)
-        out["reasons"] = out["reasons"].map(";".join)
-        return out
+        from models.bundle import joined_reasons
+
+        return joined_reasons(self.bundle.score(model_input))
 
 
 mlflow.models.set_model(ClientelaModel())

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from features.customer import customer_features
 from features.load import Inputs
 from features.sources import is_sql, write_table
-from models.bundle import Bundle
+from models.bundle import Bundle, joined_reasons
 
 
 def score_features(features: pd.DataFrame, bundle: Bundle, as_of: str) -> pd.DataFrame:
@@ -32,6 +30,5 @@ def score_inputs(inputs: Inputs, bundle: Bundle) -> tuple[pd.DataFrame, pd.DataF
 def write_predictions(predictions: pd.DataFrame, spec: str) -> str:
     """Parquet keeps `reasons` as a list; CSV and SQL get it joined with ';'."""
     if is_sql(spec) or str(spec).lower().endswith(".csv"):
-        joined = pc.binary_join(pa.array(predictions["reasons"]), ";")
-        predictions = predictions.assign(reasons=joined.to_pandas(types_mapper=pd.ArrowDtype))
+        predictions = joined_reasons(predictions)
     return write_table(predictions, spec)

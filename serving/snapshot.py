@@ -39,14 +39,19 @@ class Snapshot:
                     f"feature snapshot {self.spec} does not exist; `clientela score` writes it"
                 )
             frame = read_table(self.spec)
-            self._first_as_of = str(frame["as_of"].iloc[0]) if len(frame) else None
-            self.prepared = prepare(frame)
+            try:
+                self.prepared = prepare(frame)
+                self.as_of = str(frame["as_of"].iloc[0]) if len(frame) else None
+            except KeyError as exc:
+                raise DataError(
+                    f"feature snapshot {self.spec} has no column {exc}; `clientela score` "
+                    "writes a complete one"
+                ) from None
             self.rows = {cid: i for i, cid in enumerate(self.prepared.customer_id)}
-        self.as_of = self._as_of()
+            return
+        self.as_of = self._sql_as_of()
 
-    def _as_of(self) -> str | None:
-        if self.prepared is not None:
-            return self._first_as_of
+    def _sql_as_of(self) -> str | None:
         import sqlalchemy
 
         with self.engine.connect() as conn:

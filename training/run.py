@@ -10,7 +10,7 @@ from pathlib import Path
 
 from features.load import Inputs
 from models import registry
-from models.bundle import Bundle, BundleError
+from models.bundle import Bundle, BundleError, joined_reasons
 from training.config import TrainConfig
 from training.job import (
     Progress,
@@ -48,7 +48,7 @@ def _signature_example(result: TrainResult) -> tuple:
     sample = result.eval_sets["churn_features"].head(3)
     sample = sample.drop(columns=[c for c in sample.columns if c.startswith("btyd_")])
     out = result.bundle.score(sample)
-    return sample, out.assign(reasons=out["reasons"].map(";".join))
+    return sample, joined_reasons(out)
 
 
 def run_training(inputs: Inputs, config: TrainConfig, progress: Progress) -> RunOutcome:

@@ -5,6 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clientela import app
+from features.schema import DataError
 from models.bundle import Bundle
 from serving.snapshot import Snapshot
 
@@ -105,3 +106,10 @@ def test_file_snapshot_lookup_keeps_request_order_and_matches_batch_scores(serve
     churn = bundle.predict(prepared)["churn_probability"]
     expected = served["predictions"].loc[[ids[2], ids[0]], "churn_probability"]
     assert churn.tolist() == pytest.approx(expected.tolist())
+
+
+def test_snapshot_without_feature_columns_is_a_clear_error(served, tmp_path):
+    pd.DataFrame({"customer_id": ["a"], "as_of": ["2025-12-31"]}).to_parquet(tmp_path / "x.parquet")
+    bundle = Bundle.load(served["bundle_dir"])
+    with pytest.raises(DataError, match="x.parquet has no column"):
+        Snapshot(str(tmp_path / "x.parquet"), bundle.prepare)
