@@ -49,6 +49,26 @@ def compact_rounds(model: xgb.XGBModel, tolerance: float) -> int:
     return int(np.argmax(curve <= curve.min() + tolerance * abs(curve.min()))) + 1
 
 
+def matrix(X, nthread: int = -1) -> xgb.DMatrix:
+    """X as an XGBoost matrix, built once and read by both models: building it is a large part
+    of a one-customer prediction."""
+    return xgb.DMatrix(np.asarray(X, dtype="float32"), nthread=nthread)
+
+
+def top_features(contrib: np.ndarray, names: list[str], top: int) -> pa.ListArray:
+    """Per row, the names of the `top` largest positive values, largest first."""
+    rows = np.arange(len(contrib))
+    best = np.empty((len(contrib), min(top, contrib.shape[1])), dtype="int32")
+    positive = np.empty(best.shape, dtype=bool)
+    for k in range(best.shape[1]):  # top-k by repeated argmax: sorted, and cheap for small k
+        best[:, k] = contrib.argmax(axis=1)
+        positive[:, k] = contrib[rows, best[:, k]] > 0
+        contrib[rows, best[:, k]] = -np.inf
+    offsets = np.concatenate([[0], np.cumsum(positive.sum(axis=1))]).astype("int32")
+    labels = pa.DictionaryArray.from_arrays(pa.array(best[positive]), pa.array(names))
+    return pa.ListArray.from_arrays(pa.array(offsets), labels.cast(pa.string()))
+
+
 def _load_booster(path: Path) -> xgb.Booster:
     booster = xgb.Booster()
     booster.load_model(str(path))
@@ -121,31 +141,30 @@ class ChurnModel:
         cal = self.calibration_
         return np.interp(self.raw_proba(X), cal["x"], cal["y"])
 
-    def reasons(self, X, top: int = 3) -> pa.ListArray:
-        """Per customer, the features pushing churn risk up the most (largest positive
-        contributions, approximate Saabas attribution: fast enough for batch scoring), as an
-        Arrow list array so that millions of rows never become Python lists. The baseline
-        offset counts as the contribution of the BTYD feature it came from, measured against
-        its training mean."""
+    def predict_with_reasons(
+        self, X, data: xgb.DMatrix, top: int = 3
+    ) -> tuple[np.ndarray, pa.ListArray]:
+        """Calibrated churn probability and, per customer, the features pushing it up the most
+        (largest positive contributions; approximate Saabas attribution, fast enough for batch
+        scoring). One pass over the trees gives both, since a customer's contributions sum to
+        their margin. `data` is X as an XGBoost matrix; its base margin is set to the baseline
+        offset here. Reasons come as an Arrow list array, so millions of rows never become
+        Python lists. The offset counts as the contribution of the BTYD feature it came from,
+        measured against its training mean."""
         X = np.asarray(X, dtype="float32")
-        contrib = self.booster_.predict(
-            xgb.DMatrix(X), pred_contribs=True, approx_contribs=True, validate_features=False
-        )[:, :-1]
         offset = self._offset(X)
         if offset is not None:
+            data.set_base_margin(offset)
+        contrib = self.booster_.predict(
+            data, pred_contribs=True, approx_contribs=True, validate_features=False
+        )
+        raw = 1 / (1 + np.exp(-contrib.sum(axis=1, dtype="float64")))
+        cal = self.calibration_
+        proba = np.interp(raw, cal["x"], cal["y"])
+        contrib = contrib[:, :-1]
+        if offset is not None:
             contrib[:, self.feature_names_.index(self.offset_feature)] += offset - self.mean_offset_
-        rows = np.arange(len(contrib))
-        best = np.empty((len(contrib), min(top, contrib.shape[1])), dtype="int32")
-        positive = np.empty(best.shape, dtype=bool)
-        for k in range(best.shape[1]):  # top-k by repeated argmax: sorted, and cheap for small k
-            best[:, k] = contrib.argmax(axis=1)
-            positive[:, k] = contrib[rows, best[:, k]] > 0
-            contrib[rows, best[:, k]] = -np.inf
-        offsets = np.concatenate([[0], np.cumsum(positive.sum(axis=1))]).astype("int32")
-        names = pa.DictionaryArray.from_arrays(
-            pa.array(best[positive]), pa.array(self.feature_names_)
-        ).cast(pa.string())
-        return pa.ListArray.from_arrays(pa.array(offsets), names)
+        return proba, top_features(contrib, self.feature_names_, top)
 
     def importance(self) -> dict[str, float]:
         return self.booster_.get_score(importance_type="total_gain")
@@ -214,8 +233,12 @@ class ValueModel:
         self.booster_.feature_names = list(feature_names)
         return self
 
-    def predict(self, X) -> np.ndarray:
-        return np.clip(self.booster_.inplace_predict(np.asarray(X, dtype="float32")), 0, None)
+    def predict(self, X, data: xgb.DMatrix | None = None) -> np.ndarray:
+        """Expected spend; `data` (X as an XGBoost matrix, without a base margin) saves
+        converting X again when the caller already built it."""
+        if data is None:
+            return np.clip(self.booster_.inplace_predict(np.asarray(X, dtype="float32")), 0, None)
+        return np.clip(self.booster_.predict(data, validate_features=False), 0, None)
 
     def importance(self) -> dict[str, float]:
         return self.booster_.get_score(importance_type="total_gain")

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.boosted import ChurnModel, ValueModel
+from models.boosted import ChurnModel, ValueModel, matrix
 from models.btyd import BTYDBaseline
 from models.encoding import FeatureEncoder
 from models.persona import PersonaModel
@@ -83,6 +83,14 @@ class Bundle:
     value: ValueModel
     btyd: BTYDBaseline
     manifest: dict = field(default_factory=dict)
+    nthread: int = -1  # XGBoost threads; see `use_threads`
+
+    def use_threads(self, n: int) -> None:
+        """XGBoost threads for prediction (-1: all cores). An API worker uses one: OpenMP
+        threads that spin-wait between small requests starve its event loop."""
+        self.nthread = n
+        for booster in (self.churn.booster_, self.value.booster_):
+            booster.set_param({"nthread": n})
 
     @property
     def churn_horizon(self) -> int:
@@ -118,8 +126,12 @@ class Bundle:
     ) -> dict[str, np.ndarray | pa.Array]:
         """Per-customer predictions as columns (the names of `OUTPUT_COLUMNS`)."""
         X = prepared.X
-        churn = self.churn.predict_proba(X)
-        value = self.value.predict(X)
+        if with_reasons:
+            data = matrix(X, self.nthread)
+            value = self.value.predict(X, data)  # first: the churn model sets a base margin
+            churn, reasons = self.churn.predict_with_reasons(X, data)
+        else:
+            value, churn, reasons = self.value.predict(X), self.churn.predict_proba(X), None
         persona = self.persona.nearest(prepared.persona)
         quantiles = np.asarray(self.manifest["value_quantiles"], dtype="float64")
         percentile = np.searchsorted(quantiles, value, side="right") - 1
@@ -133,7 +145,7 @@ class Bundle:
             "lifecycle_stage": prepared.lifecycle_stage,
             "churn_probability": churn.astype("float64"),
             "risk_band": band.astype(object),
-            "reasons": self.churn.reasons(X) if with_reasons else no_reasons(len(X)),
+            "reasons": no_reasons(len(X)) if reasons is None else reasons,
             "expected_purchases": prepared.expected_purchases,
             "predicted_value": value.astype("float64"),
             "value_percentile": np.clip(percentile, 0, 100).astype("int64"),

@@ -107,7 +107,7 @@ def fit_churn(cache, cutoffs, encoder, config) -> ChurnModel:
     X_cal, y_cal = cache.examples(cutoffs[:1], config.churn_horizon)
     return ChurnModel(
         config.n_estimators,
-        config.learning_rate,
+        config.churn_learning_rate,
         config.max_depth,
         config.random_state,
         tolerance=config.loss_tolerance,
@@ -125,7 +125,7 @@ def fit_value(cache, cutoffs, encoder, config) -> ValueModel:
     X_val, y_val = cache.examples(cutoffs[:1], config.value_horizon)
     return ValueModel(
         config.n_estimators,
-        config.learning_rate,
+        config.value_learning_rate,
         config.max_depth,
         random_state=config.random_state,
         tolerance=config.loss_tolerance,

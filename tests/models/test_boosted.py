@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.boosted import compact_rounds
+from models.boosted import compact_rounds, top_features
 from models.encoding import FeatureEncoder
 
 
@@ -46,3 +46,11 @@ def test_encoder_one_hot_missing_and_float32_caps():
     )
     np.testing.assert_array_equal(X, expected)
     assert X.flags["C_CONTIGUOUS"] and X.dtype == np.float32
+
+
+def test_top_features_keeps_positive_contributions_largest_first():
+    contrib = np.array(
+        [[0.5, -1.0, 2.0, 0.1], [-1.0, -2.0, -3.0, -4.0], [0.0, 3.0, 0.0, 1.0]], dtype="float32"
+    )
+    reasons = top_features(contrib, ["a", "b", "c", "d"], top=3)
+    assert reasons.to_pylist() == [["c", "a", "d"], [], ["b", "d"]]

@@ -11,6 +11,7 @@ from features.load import Inputs
 from features.schema import DataError
 from features.synthetic import generate
 from features.validation import validate_customers, validate_transactions
+from models.boosted import matrix
 from models.bundle import OUTPUT_COLUMNS, Bundle, BundleError
 from training.config import TrainConfig
 from training.job import check_eligibility, compare_with_champion, data_summary, train
@@ -38,6 +39,18 @@ def test_boosted_models_beat_the_btyd_baseline_out_of_time(trained):
     assert m["persona_count"] == 5 and m["persona_stability"] >= 0.95
     promote, reason, _ = compare_with_champion(result, None, TrainConfig())
     assert promote and reason == "no champion yet"
+
+
+def test_churn_from_one_pass_of_contributions_matches_xgboost_prediction(trained):
+    inputs, _, result = trained
+    bundle = result.bundle
+    feats = customer_features(inputs.transactions, inputs.as_of, inputs.customers).head(500)
+    X = bundle.prepare(feats).X
+    proba, reasons = bundle.churn.predict_with_reasons(X, matrix(X))
+    np.testing.assert_allclose(proba, bundle.churn.predict_proba(X), atol=1e-4)
+    assert len(reasons) == len(X) and set(reasons.flatten().to_pylist()) <= set(
+        bundle.churn.feature_names_
+    )
 
 
 def test_bundle_round_trip_scores_identically(trained, tmp_path):
