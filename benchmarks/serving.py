@@ -6,6 +6,10 @@ XGBoost prediction, measured in the same run with the same load generator.
 Targets: single-customer requests at concurrency 32: throughput >= 1.0x the reference and
 p99 <= 1.5x the reference, 0 errors; requests of 1,000 customers: >= 50,000 customers/s.
 
+clientela answers `/score/ids` from predictions it makes for the whole snapshot when it starts;
+the reference runs XGBoost per request. For the cost of running the models per request, the
+last line measures single-customer `/score/features` requests (one feature record each).
+
 The load generator is `wrk` (apt install wrk) when it is installed: a Python client on the
 same two cores measures itself more than the servers (it capped the reference at ~100 req/s).
 Without wrk, an httpx client is used and the figures say so.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -74,10 +79,19 @@ def wait_ready(url: str, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
-WRK_SCRIPT = """
-local n, batch, k = %(n)d, %(batch)d, 0
+WRK_POST = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+WRK_IDS = """
+local n, batch, k = %(n)d, %(batch)d, 0
 request = function()
   local ids = {}
   for j = 1, batch do
@@ -86,18 +100,19 @@ request = function()
   k = k + 1
   return wrk.format(nil, "/score/ids", nil, '{"customer_ids": [' .. table.concat(ids, ",") .. ']}')
 end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %%d %%d %%d %%f %%f\\n", summary.requests, summary.duration,
-    e.connect + e.read + e.write + e.status + e.timeout,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
 """
 
 
-def load_wrk(url: str, n_ids: int, batch: int, concurrency: int, seconds: float) -> dict:
+def load_wrk(
+    url: str, n_ids: int, batch: int, concurrency: int, seconds: float, body: str | None = None
+) -> dict:
+    """`batch` ids per request to /score/ids, or the same `body` to `url` every time."""
+    if body is None:
+        script = WRK_POST + WRK_IDS % {"n": n_ids, "batch": batch}
+    else:
+        script = WRK_POST + f"wrk.body = [[{body}]]\n"
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(WRK_SCRIPT % {"n": n_ids, "batch": batch})
+        fh.write(script)
     threads = str(min(2, concurrency))
     out = subprocess.run(
         ["wrk", "-t", threads, "-c", str(concurrency), "-d", f"{seconds:.0f}s", "-s", fh.name, url],
@@ -180,6 +195,8 @@ def main() -> None:
         bundle_dir, feats = trained_bundle(tmp)
         snapshot = write_table(replicate(feats, 100_000), tmp / "snapshot.parquet")
         ids = [f"{i:09d}" for i in range(100_000)]
+        record = json.dumps({"features": json.loads(feats.head(1).to_json(orient="records"))})
+        per_request = None
         (tmp / "reference_app.py").write_text(REFERENCE_APP)
         env = {**os.environ, "BUNDLE": str(bundle_dir), "SNAPSHOT": snapshot}
         env["PYTHONPATH"] = str(Path(__file__).parent.parent)
@@ -225,6 +242,10 @@ def main() -> None:
                 if use_wrk:
                     single = load_wrk(url, len(ids), 1, args.concurrency, args.seconds)
                     bulk = load_wrk(url, len(ids), 1000, 4, bulk_seconds)
+                    if name == "clientela":
+                        per_request = load_wrk(
+                            f"{url}/score/features", 0, 1, args.concurrency, bulk_seconds, record
+                        )
                 else:
                     single = asyncio.run(load(url, ids, 1, args.concurrency, args.seconds))
                     bulk = asyncio.run(load(url, ids, 1000, 4, bulk_seconds))
@@ -240,6 +261,12 @@ def main() -> None:
             f"p99 {single['p99_ms']:6.1f} ms, errors {single['errors']}/{single['requests']}; "
             f"1,000-customer requests: {bulk['customers_s']:8.0f} customers/s "
             f"(errors {bulk['errors']}); server RSS {rss:.0f} MB"
+        )
+    if per_request is not None:
+        print(
+            f"clientela  /score/features, one customer, models run per request: "
+            f"{per_request['requests_s']:.0f} req/s, p99 {per_request['p99_ms']:.1f} ms, "
+            f"errors {per_request['errors']}/{per_request['requests']}"
         )
     ours, ref = results["clientela"][0], results["reference"][0]
     print(

@@ -80,6 +80,10 @@ class FeatureRecord(BaseModel):
     customer_type: str | None = None
 
 
+class ScoreIdsRequest(BaseModel):
+    customer_ids: Annotated[list[CustomerId], Field(min_length=1)]
+
+
 class Prediction(BaseModel):
     customer_id: str
     persona_id: int | None = None

@@ -1,5 +1,8 @@
 """`clientela score`: files, PostgreSQL tables, and the snapshot the API reads."""
 
+import json
+from collections import Counter
+
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -7,7 +10,8 @@ from typer.testing import CliRunner
 from clientela import app
 from features.schema import DataError
 from models.bundle import Bundle
-from serving.snapshot import Snapshot
+from serving.batch import score_features
+from serving.snapshot import Snapshot, to_json
 
 runner = CliRunner()
 
@@ -70,11 +74,17 @@ def test_score_into_postgresql_and_look_up_ids_there(served, pg_url, tmp_path, m
     stored = pd.read_sql_table("clientela_test_scores", pg_url)
     assert len(stored) == len(served["predictions"])
     bundle = Bundle.load(served["bundle_dir"])
-    snapshot = Snapshot(f"{pg_url}#clientela_test_snapshot", bundle.prepare)
-    ids = list(served["predictions"].index[:3])
-    rows, unknown = snapshot.lookup([ids[2], "nobody", ids[0]])
-    assert list(rows.customer_id) == [ids[2], ids[0]] and unknown == ["nobody"]
+    snapshot = Snapshot(f"{pg_url}#clientela_test_snapshot", bundle)
     assert snapshot.as_of == "2025-12-31"
+    assert_lookup_matches_batch(snapshot, served)
+
+
+def test_chunks_scored_on_all_cores_match_one_pass(served):
+    features = pd.read_parquet(served["snapshot"])
+    bundle = Bundle.load(served["bundle_dir"])
+    chunked = score_features(features, bundle, "2025-12-31", chunk=700)
+    pd.testing.assert_frame_equal(chunked, bundle.score(features).assign(as_of="2025-12-31"))
+    assert bundle.nthread == -1  # restored after scoring
 
 
 def test_score_needs_exactly_one_input(served):
@@ -94,22 +104,38 @@ def test_snapshot_table_must_be_a_plain_table_name():
     from features.schema import DataError
 
     with pytest.raises(DataError, match="needs a table name"):
-        Snapshot("postgresql://127.0.0.1/test#t; DROP TABLE x", prepare=None)
+        Snapshot("postgresql://127.0.0.1/test#t; DROP TABLE x", bundle=None)
 
 
-def test_file_snapshot_lookup_keeps_request_order_and_matches_batch_scores(served):
-    bundle = Bundle.load(served["bundle_dir"])
-    snapshot = Snapshot(served["snapshot"], bundle.prepare)
+def assert_lookup_matches_batch(snapshot: Snapshot, served) -> None:
+    """Answers in request order, None for an unknown id, the batch scores for known ones, and
+    the (persona, risk band) counts of the known ones."""
     ids = list(served["predictions"].index[:3])
-    prepared, unknown = snapshot.lookup([ids[2], "nobody", ids[0]])
-    assert list(prepared.customer_id) == [ids[2], ids[0]] and unknown == ["nobody"]
-    churn = bundle.predict(prepared)["churn_probability"]
-    expected = served["predictions"].loc[[ids[2], ids[0]], "churn_probability"]
-    assert churn.tolist() == pytest.approx(expected.tolist())
+    answers, counts = snapshot.lookup([ids[2], "nobody", ids[0]])
+    assert answers[1] is None
+    found = [json.loads(answers[0]), json.loads(answers[2])]
+    assert [a["customer_id"] for a in found] == [ids[2], ids[0]]
+    expected = served["predictions"].loc[[ids[2], ids[0]]]
+    assert [a["churn_probability"] for a in found] == expected["churn_probability"].tolist()
+    assert [a["reasons"] for a in found] == [list(r) for r in expected["reasons"]]
+    assert counts == Counter(zip(expected["persona_name"], expected["risk_band"], strict=True))
+
+
+def test_file_snapshot_is_scored_once_and_answers_match_batch(served):
+    snapshot = Snapshot(served["snapshot"], Bundle.load(served["bundle_dir"]))
+    assert len(snapshot.answers) == len(served["predictions"])
+    assert_lookup_matches_batch(snapshot, served)
+
+
+def test_non_finite_numbers_become_null():
+    assert json.loads(to_json({"customer_id": "a", "expected_purchases": float("nan")})) == {
+        "customer_id": "a",
+        "expected_purchases": None,
+    }
 
 
 def test_snapshot_without_feature_columns_is_a_clear_error(served, tmp_path):
     pd.DataFrame({"customer_id": ["a"], "as_of": ["2025-12-31"]}).to_parquet(tmp_path / "x.parquet")
     bundle = Bundle.load(served["bundle_dir"])
     with pytest.raises(DataError, match="x.parquet has no column"):
-        Snapshot(str(tmp_path / "x.parquet"), bundle.prepare)
+        Snapshot(str(tmp_path / "x.parquet"), bundle)
