@@ -171,6 +171,22 @@ async def load(url: str, ids: list[str], batch: int, concurrency: int, seconds: 
     }
 
 
+def wait_idle(pid: int, timeout: float = 120) -> None:
+    """Until the server's processes stop using CPU: every worker has finished starting. (The
+    first ready worker would otherwise accept all of wrk's keep-alive connections.)"""
+    import psutil
+
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for p in procs:
+            p.cpu_percent()
+        time.sleep(1)
+        if sum(p.cpu_percent() for p in procs) < 10:
+            return
+    raise RuntimeError("the server kept busy after starting")
+
+
 def tree_rss_mb(pid: int) -> float:
     import psutil
 
@@ -238,6 +254,7 @@ def main() -> None:
             try:
                 url = f"http://127.0.0.1:{port}"
                 wait_ready(url)
+                wait_idle(server.pid)
                 bulk_seconds = min(args.seconds, 10)
                 if use_wrk:
                     single = load_wrk(url, len(ids), 1, args.concurrency, args.seconds)
