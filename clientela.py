@@ -226,9 +226,10 @@ def _print_training(outcome) -> None:
         catalog.add_row(
             str(row["persona_id"]),
             row["persona_name"],
-            f"{row['share']:.1%}",
-            f"{row['revenue_share']:.1%}",
-            f"{row['churn_rate']:.1%}" if row["churn_rate"] is not None else "-",
+            *(
+                "-" if row[k] is None else f"{row[k]:.1%}"  # None: too small to show
+                for k in ("share", "revenue_share", "churn_rate")
+            ),
         )
     console.print(catalog)
     console.print(

@@ -15,6 +15,9 @@ class TrainConfig:
     min_customers: int = 200  # customers required at the earliest cutoff
     n_personas: int | None = None  # None: chosen in persona_k_range by silhouette
     persona_k_range: tuple[int, int] = (3, 8)
+    # A persona with fewer customers shows only its size in the catalog (logged to MLflow and
+    # served by /personas): the averages of a handful of customers are their own data.
+    min_persona_size: int = 50
     n_estimators: int = 300  # at most: early stopping on the latest cutoff picks the number
     churn_learning_rate: float = 0.3  # few trees: each one costs scoring time (contributions)
     value_learning_rate: float = 0.1  # Tweedie overshoots at 0.3: lower Gini than the baseline

@@ -286,9 +286,18 @@ def persona_catalog(
     catalog["churn_rate"] = (
         pd.Series(churned["churned"].to_numpy()).groupby(past_persona).mean().reindex(catalog.index)
     )
-    catalog = catalog.reset_index()
+    catalog = suppress_small_personas(catalog.reset_index(), config.min_persona_size)
     catalog.insert(1, "persona_name", persona.name_of(catalog["persona_id"].to_numpy()))
     return catalog.round(4).astype(object).where(catalog.notna(), None)
+
+
+def suppress_small_personas(catalog: pd.DataFrame, min_size: int) -> pd.DataFrame:
+    """Blank every per-persona aggregate (demographics, behaviour, churn, value) of personas
+    with fewer than `min_size` customers; their id, size and share stay."""
+    stats = [c for c in catalog.columns if c not in ("persona_id", "size", "share")]
+    out = catalog.astype({c: "float64" for c in stats})
+    out.loc[out["size"] < min_size, stats] = np.nan
+    return out
 
 
 def compare_with_champion(

@@ -14,7 +14,13 @@ from features.validation import validate_customers, validate_transactions
 from models.boosted import matrix
 from models.bundle import OUTPUT_COLUMNS, Bundle, BundleError
 from training.config import TrainConfig
-from training.job import check_eligibility, compare_with_champion, data_summary, train
+from training.job import (
+    check_eligibility,
+    compare_with_champion,
+    data_summary,
+    suppress_small_personas,
+    train,
+)
 
 
 def make_inputs(n=5000, seed=5, years=3.0):
@@ -118,3 +124,20 @@ def test_training_examples_are_out_of_time(trained):
     sets = result.eval_sets
     assert sets["earliest_eval_cutoff"] == inputs.as_of - pd.Timedelta(days=365)
     assert np.isfinite(result.metrics["value_spearman"])
+
+
+def test_small_personas_show_only_their_size():
+    catalog = pd.DataFrame(
+        {
+            "persona_id": [0, 1],
+            "size": [400, 3],
+            "share": [0.9925, 0.0075],
+            "mean_age": [41.5, 67.0],
+            "mean_income": [52000.0, 310000.0],
+            "churn_rate": [0.2, 1.0],
+        }
+    )
+    out = suppress_small_personas(catalog, min_size=50)
+    assert out.loc[0].tolist() == [0, 400, 0.9925, 41.5, 52000.0, 0.2]
+    assert out.loc[1, ["persona_id", "size", "share"]].tolist() == [1, 3, 0.0075]
+    assert out.loc[1, ["mean_age", "mean_income", "churn_rate"]].isna().all()
