@@ -139,3 +139,11 @@ def test_snapshot_without_feature_columns_is_a_clear_error(served, tmp_path):
     bundle = Bundle.load(served["bundle_dir"])
     with pytest.raises(DataError, match="x.parquet has no column"):
         Snapshot(str(tmp_path / "x.parquet"), bundle)
+
+
+def test_postgresql_snapshot_without_feature_columns_fails_at_start(served, pg_url):
+    incomplete = pd.DataFrame({"customer_id": ["a"], "as_of": ["2025-12-31"]})
+    incomplete.to_sql("clientela_test_incomplete", pg_url, if_exists="replace", index=False)
+    bundle = Bundle.load(served["bundle_dir"])
+    with pytest.raises(DataError, match="clientela_test_incomplete has no column"):
+        Snapshot(f"{pg_url}#clientela_test_incomplete", bundle)
