@@ -88,7 +88,7 @@ class ChurnModel:
         random_state: int = 0,
         n_jobs: int = 2,
         offset_feature: str | None = "btyd_p_churn",
-        tolerance: float = 0.002,
+        tolerance: float = 0.005,
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -201,7 +201,7 @@ class ValueModel:
         tweedie_variance_power: float = 1.3,
         random_state: int = 0,
         n_jobs: int = 2,
-        tolerance: float = 0.002,
+        tolerance: float = 0.005,
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate

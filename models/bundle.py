@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +48,6 @@ class Prepared:
 
     def __len__(self) -> int:
         return len(self.customer_id)
-
-    def take(self, rows: np.ndarray) -> Prepared:
-        return Prepared(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
 
 def joined_reasons(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -109,8 +106,7 @@ class Bundle:
         return self.btyd.add_to(features, self.churn_horizon, self.value_horizon)
 
     def prepare(self, features: pd.DataFrame) -> Prepared:
-        """The pandas part of scoring, done once per feature table (once per snapshot in the
-        API, so that a lookup by id is only array indexing)."""
+        """The pandas part of scoring: features to the arrays the models read."""
         features = features.reset_index(drop=True)
         inputs = self.model_inputs(features)
         return Prepared(
