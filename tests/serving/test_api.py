@@ -175,3 +175,23 @@ def test_odd_but_valid_transactions_are_scored(client, rows):
     assert response.status_code == 200, response.text
     prediction = response.json()["predictions"][0]
     assert 0 <= prediction["churn_probability"] <= 1 and prediction["predicted_value"] >= 0
+
+
+def test_score_by_ids_from_a_postgresql_snapshot(client, served, pg_url, monkeypatch):
+    from features.sources import write_table
+    from models.bundle import Bundle
+    from serving.service import info_app
+    from serving.snapshot import Snapshot
+
+    table = f"{pg_url}#clientela_test_api_snapshot"
+    write_table(pd.read_parquet(served["snapshot"]), table)
+    service = info_app.state.clientela
+    monkeypatch.setattr(service, "snapshot", Snapshot(table, Bundle.load(served["bundle_dir"])))
+    ids = list(served["predictions"].index[20:23])
+    response = client.post("/score/ids", json={"customer_ids": [ids[1], "nobody", ids[0]]})
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert [p["customer_id"] for p in predictions] == [ids[1], "nobody", ids[0]]
+    assert_same_as_batch(predictions[0], served["predictions"])
+    assert_same_as_batch(predictions[2], served["predictions"])
+    assert predictions[1]["error"].startswith("unknown customer_id")
