@@ -137,9 +137,13 @@ class ChurnModel:
         return self.booster_.inplace_predict(X, base_margin=self._offset(X))
 
     def predict_proba(self, X) -> np.ndarray:
-        """Calibrated churn probability (isotonic map applied by interpolation)."""
+        """Calibrated churn probability."""
+        return self._calibrated(self.raw_proba(X))
+
+    def _calibrated(self, raw: np.ndarray) -> np.ndarray:
+        """The isotonic map, applied by interpolation."""
         cal = self.calibration_
-        return np.interp(self.raw_proba(X), cal["x"], cal["y"])
+        return np.interp(raw, cal["x"], cal["y"])
 
     def predict_with_reasons(
         self, X, data: xgb.DMatrix, top: int = 3
@@ -158,9 +162,7 @@ class ChurnModel:
         contrib = self.booster_.predict(
             data, pred_contribs=True, approx_contribs=True, validate_features=False
         )
-        raw = 1 / (1 + np.exp(-contrib.sum(axis=1, dtype="float64")))
-        cal = self.calibration_
-        proba = np.interp(raw, cal["x"], cal["y"])
+        proba = self._calibrated(1 / (1 + np.exp(-contrib.sum(axis=1, dtype="float64"))))
         contrib = contrib[:, :-1]
         if offset is not None:
             contrib[:, self.feature_names_.index(self.offset_feature)] += offset - self.mean_offset_

@@ -36,20 +36,6 @@ OUTPUT_COLUMNS = [
 ]
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """What the models read for a batch of customers, as row-aligned arrays."""
-
-    customer_id: np.ndarray
-    lifecycle_stage: np.ndarray
-    X: np.ndarray  # the encoder's matrix, for the boosted models
-    persona: np.ndarray  # the persona model's standardised inputs
-    expected_purchases: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.customer_id)
-
-
 def joined_reasons(predictions: pd.DataFrame) -> pd.DataFrame:
     """`reasons` as one ';'-separated string per customer, for CSV, SQL and MLflow's pyfunc."""
     joined = pc.binary_join(pa.array(predictions["reasons"]), ";")
@@ -105,51 +91,43 @@ class Bundle:
         """Features plus the BTYD baseline's outputs, which the boosted models also use."""
         return self.btyd.add_to(features, self.churn_horizon, self.value_horizon)
 
-    def prepare(self, features: pd.DataFrame) -> Prepared:
-        """The pandas part of scoring: features to the arrays the models read."""
+    def predict(
+        self, features: pd.DataFrame, with_reasons: bool = True
+    ) -> dict[str, np.ndarray | pa.Array]:
+        """Per-customer predictions for a feature table as columns (the names of
+        `OUTPUT_COLUMNS`): no per-row objects, so the API builds its records straight from
+        them."""
         features = features.reset_index(drop=True)
         inputs = self.model_inputs(features)
-        return Prepared(
-            customer_id=features["customer_id"].astype("str").to_numpy(dtype=object),
-            lifecycle_stage=features["lifecycle_stage"].astype("str").to_numpy(dtype=object),
-            X=self.encoder.transform(inputs),
-            persona=self.persona.matrix(features),
-            expected_purchases=inputs["btyd_expected_purchases"].to_numpy("float64"),
-        )
-
-    def predict(
-        self, prepared: Prepared, with_reasons: bool = True
-    ) -> dict[str, np.ndarray | pa.Array]:
-        """Per-customer predictions as columns (the names of `OUTPUT_COLUMNS`)."""
-        X = prepared.X
+        X = self.encoder.transform(inputs)
         if with_reasons:
             data = matrix(X, self.nthread)
             value = self.value.predict(X, data)  # first: the churn model sets a base margin
             churn, reasons = self.churn.predict_with_reasons(X, data)
         else:
             value, churn, reasons = self.value.predict(X), self.churn.predict_proba(X), None
-        persona = self.persona.nearest(prepared.persona)
+        persona = self.persona.predict(features)
         quantiles = np.asarray(self.manifest["value_quantiles"], dtype="float64")
         percentile = np.searchsorted(quantiles, value, side="right") - 1
         band = np.select(
             [churn < RISK_BANDS["low"], churn < RISK_BANDS["medium"]], ["low", "medium"], "high"
         )
         return {
-            "customer_id": prepared.customer_id,
+            "customer_id": features["customer_id"].astype("str").to_numpy(dtype=object),
             "persona_id": persona.astype("int64"),
             "persona_name": self.persona.name_of(persona),
-            "lifecycle_stage": prepared.lifecycle_stage,
+            "lifecycle_stage": features["lifecycle_stage"].astype("str").to_numpy(dtype=object),
             "churn_probability": churn.astype("float64"),
             "risk_band": band.astype(object),
             "reasons": no_reasons(len(X)) if reasons is None else reasons,
-            "expected_purchases": prepared.expected_purchases,
+            "expected_purchases": inputs["btyd_expected_purchases"].to_numpy("float64"),
             "predicted_value": value.astype("float64"),
             "value_percentile": np.clip(percentile, 0, 100).astype("int64"),
         }
 
     def score(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
         """Per-customer predictions for a feature table (see `features.customer`)."""
-        columns = self.predict(self.prepare(features), with_reasons)
+        columns = self.predict(features, with_reasons)
         reasons = pd.arrays.ArrowExtensionArray(columns.pop("reasons"))
         out = pd.DataFrame(columns)
         out.insert(OUTPUT_COLUMNS.index("reasons"), "reasons", reasons)

@@ -114,10 +114,7 @@ class PersonaModel:
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         """Persona id per customer (nearest centroid)."""
-        return self.nearest(self.matrix(features))
-
-    def nearest(self, X: np.ndarray) -> np.ndarray:
-        """Persona id of the nearest centroid, for rows of `matrix`."""
+        X = self.matrix(features)
         dist = ((X[:, None, :] - self.centroids_[None, :, :]) ** 2).sum(axis=2)
         return self.ids_[dist.argmin(axis=1)]
 

@@ -82,9 +82,15 @@ class BearerAuth:
 info_app = FastAPI(title="clientela")
 
 
+def _over_limit(field: str, n: int) -> str | None:
+    """The error message when a request has more customers than the limit."""
+    limit = max_customers()
+    return f"{field}: {n} customers in one request, the limit is {limit}" if n > limit else None
+
+
 def _check_limit(field: str, n: int) -> None:
-    if n > max_customers():
-        raise BadInput(f"{field}: {n} customers in one request, the limit is {max_customers()}")
+    if message := _over_limit(field, n):
+        raise BadInput(message)
 
 
 @info_app.post(
@@ -112,9 +118,7 @@ async def score_ids(request: Request) -> Response:
         detail = exc.errors(include_context=False, include_input=False, include_url=False)
         error = f"{exc.error_count()} validation error for {exc.title}"
         return JSONResponse({"error": error, "detail": detail}, status_code=400)
-    limit = max_customers()
-    if len(ids) > limit:
-        message = f"customer_ids: {len(ids)} customers in one request, the limit is {limit}"
+    if message := _over_limit("customer_ids", len(ids)):
         return JSONResponse({"error": message}, status_code=400)
     service: Clientela = request.app.state.clientela
     snapshot = service.snapshot

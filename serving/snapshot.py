@@ -27,7 +27,7 @@ def records(bundle: Bundle, features: pd.DataFrame) -> list[dict]:
     with no per-row DataFrame or model objects."""
     if not len(features):
         return []
-    columns = bundle.predict(bundle.prepare(features))
+    columns = bundle.predict(features)
     plain = {k: v.to_pylist() if k == "reasons" else v.tolist() for k, v in columns.items()}
     extra = {"model_version": bundle.version, "error": None}
     return [
@@ -68,22 +68,24 @@ class Snapshot:
         try:  # a table lacking feature columns fails here, not per request
             if is_sql(self.spec):
                 frame = self._query(f"SELECT * FROM {self.table} LIMIT 1")
+                records(bundle, frame)
             else:
                 frame = read_table(self.spec)
+                self._answer_all(frame)
             self.as_of = str(frame["as_of"].iloc[0]) if len(frame) else None
-            records(bundle, frame.head(1))
         except KeyError as exc:
             raise DataError(
                 f"feature snapshot {self.spec} has no column {exc}; `clientela score` writes a "
                 "complete one"
             ) from None
-        if not is_sql(self.spec):
-            self.answers, self.labels, shared = {}, {}, {}
-            for start in range(0, len(frame), 10_000):  # few records alive at once: less memory
-                for r in records(bundle, frame.iloc[start : start + 10_000]):
-                    self.answers[r["customer_id"]] = to_json(r)
-                    label = (r["persona_name"], r["risk_band"])
-                    self.labels[r["customer_id"]] = shared.setdefault(label, label)
+
+    def _answer_all(self, frame: pd.DataFrame) -> None:
+        self.answers, self.labels, shared = {}, {}, {}
+        for start in range(0, len(frame), 10_000):  # few records alive at once: less memory
+            for r in records(self.bundle, frame.iloc[start : start + 10_000]):
+                self.answers[r["customer_id"]] = to_json(r)
+                label = (r["persona_name"], r["risk_band"])
+                self.labels[r["customer_id"]] = shared.setdefault(label, label)
 
     def _query(self, sql: str, **params) -> pd.DataFrame:
         import sqlalchemy

@@ -51,7 +51,7 @@ def test_churn_from_one_pass_of_contributions_matches_xgboost_prediction(trained
     inputs, _, result = trained
     bundle = result.bundle
     feats = customer_features(inputs.transactions, inputs.as_of, inputs.customers).head(500)
-    X = bundle.prepare(feats).X
+    X = bundle.encoder.transform(bundle.model_inputs(feats))
     proba, reasons = bundle.churn.predict_with_reasons(X, matrix(X))
     np.testing.assert_allclose(proba, bundle.churn.predict_proba(X), atol=1e-4)
     assert len(reasons) == len(X) and set(reasons.flatten().to_pylist()) <= set(
