@@ -43,6 +43,13 @@ TimeFormat = Annotated[
     str | None, typer.Option("--time-format", help="strftime format of dates, e.g. %Y%m%d")
 ]
 Encoding = Annotated[str, typer.Option("--encoding", help="Text encoding of CSV sources")]
+DropDuplicates = Annotated[
+    bool,
+    typer.Option(
+        "--drop-duplicates",
+        help="Drop exact duplicate rows (default: keep them, as repeat purchases, and count them)",
+    ),
+]
 
 
 def _user_errors(func):
@@ -70,7 +77,7 @@ def _user_errors(func):
     return wrapper
 
 
-def _load(transactions, customers, as_of, mapping, time_format, encoding, columns):
+def _load(transactions, customers, as_of, mapping, time_format, encoding, columns, drop_duplicates):
     """Load and validate the sources with the user's column mapping, then show the
     data-quality report: the first step of every command that reads data."""
     from features.load import load_inputs
@@ -85,7 +92,7 @@ def _load(transactions, customers, as_of, mapping, time_format, encoding, column
         amount=columns[2],
     )
     with console.status("loading and validating"):
-        inputs = load_inputs(transactions, customers, as_of, cols)
+        inputs = load_inputs(transactions, customers, as_of, cols, drop_duplicates=drop_duplicates)
     _print_reports(inputs.reports)
     return inputs
 
@@ -145,13 +152,23 @@ def features(
     mapping: MappingFile = None,
     time_format: TimeFormat = None,
     encoding: Encoding = "utf-8",
+    drop_duplicates: DropDuplicates = False,
 ) -> None:
     """Point-in-time customer features as of a day."""
     from features.customer import customer_features
     from features.sources import write_table
 
     columns = (customer_col, time_col, amount_col)
-    inputs = _load(transactions, customers, as_of, mapping, time_format, encoding, columns)
+    inputs = _load(
+        transactions,
+        customers,
+        as_of,
+        mapping,
+        time_format,
+        encoding,
+        columns,
+        drop_duplicates,
+    )
     with console.status("building features"):
         table = customer_features(inputs.transactions, inputs.as_of, inputs.customers)
         where = write_table(table, out)
@@ -181,6 +198,7 @@ def train(
     mapping: MappingFile = None,
     time_format: TimeFormat = None,
     encoding: Encoding = "utf-8",
+    drop_duplicates: DropDuplicates = False,
 ) -> None:
     """Train personas, churn and value models; log, register and maybe promote them."""
     from training.config import TrainConfig
@@ -194,7 +212,16 @@ def train(
         n_personas=personas,
     )
     columns = (customer_col, time_col, amount_col)
-    inputs = _load(transactions, customers, as_of, mapping, time_format, encoding, columns)
+    inputs = _load(
+        transactions,
+        customers,
+        as_of,
+        mapping,
+        time_format,
+        encoding,
+        columns,
+        drop_duplicates,
+    )
     with console.status("training") as status:
         outcome = run_training(inputs, config, progress=lambda msg: status.update(msg))
     _print_training(outcome)
@@ -307,6 +334,7 @@ def score(
     mapping: MappingFile = None,
     time_format: TimeFormat = None,
     encoding: Encoding = "utf-8",
+    drop_duplicates: DropDuplicates = False,
 ) -> None:
     """Score every customer as of a day and write the feature snapshot the API looks up."""
     from features.sources import read_table
@@ -327,7 +355,16 @@ def score(
             predictions = score_features(feats, bundle, day)
     else:
         columns = (customer_col, time_col, amount_col)
-        inputs = _load(transactions, customers, as_of, mapping, time_format, encoding, columns)
+        inputs = _load(
+            transactions,
+            customers,
+            as_of,
+            mapping,
+            time_format,
+            encoding,
+            columns,
+            drop_duplicates,
+        )
         with console.status(f"scoring {inputs.transactions['customer_id'].nunique():,} customers"):
             predictions, feats = score_inputs(inputs, bundle)
         with console.status("writing the feature snapshot"):

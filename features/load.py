@@ -27,11 +27,17 @@ def load_inputs(
     as_of=None,
     mapping: ColumnMapping | None = None,
     max_bad_fraction: float = 0.01,
+    drop_duplicates: bool = False,
 ) -> Inputs:
     mapping = mapping or ColumnMapping()
     raw = read_table(transactions, encoding=mapping.encoding)
     tx, as_of, tx_report = validate_transactions(
-        raw, mapping, as_of, source=redact(transactions), max_bad_fraction=max_bad_fraction
+        raw,
+        mapping,
+        as_of,
+        source=redact(transactions),
+        max_bad_fraction=max_bad_fraction,
+        drop_duplicates=drop_duplicates,
     )
     inputs = Inputs(tx, as_of, reports=[tx_report])
     if customers:

@@ -24,6 +24,14 @@ from features.schema import (
 
 DAY = pd.Timedelta(days=1)
 _TZ_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2})$"
+EARLIEST_PLAUSIBLE = pd.Timestamp("1900-01-01", tz="UTC")
+
+
+def plausible_until(as_of: pd.Timestamp | None, today: pd.Timestamp | None = None) -> pd.Timestamp:
+    """The first implausible instant: dates after the as_of year + 1 (a typo such as 2300 or a
+    placeholder such as 9999). Without an as_of, the current year stands in for it."""
+    year = (as_of if as_of is not None else (today or pd.Timestamp.now(tz="UTC"))).year
+    return pd.Timestamp(f"{year + 2}-01-01", tz="UTC")
 
 
 @dataclass
@@ -105,7 +113,8 @@ def _refuse_or_drop(
     n_bad = int(bad.sum())
     if not n_bad:
         return
-    example = repr(raw[bad].iloc[0])
+    first = raw[bad].iloc[0]
+    example = repr(first if isinstance(first, str) else str(first))
     if n_bad > max_bad_fraction * len(frame):
         raise DataError(
             f"{report.source}: column '{column}' has {n_bad:,} of {len(frame):,} rows with "
@@ -131,13 +140,18 @@ def validate_transactions(
     as_of: pd.Timestamp | str | None = None,
     source: str = "transactions",
     max_bad_fraction: float = 0.01,
+    drop_duplicates: bool = False,
+    today: pd.Timestamp | None = None,
 ) -> tuple[pd.DataFrame, pd.Timestamp, QualityReport]:
     """Clean a raw transaction table. Returns (table, as_of, report).
 
     `as_of` is a UTC day; rows later than that day are dropped and counted. It defaults to the
-    day of the latest transaction.
+    day of the latest transaction. Exact duplicate rows are kept and counted (in real exports
+    they are usually the same item bought twice) unless `drop_duplicates`, for sources known to
+    export rows twice. `today` only matters without `as_of` (see `plausible_until`).
     """
     mapping = mapping or ColumnMapping()
+    as_of = None if as_of is None else to_day(as_of)
     report = QualityReport(source=source, rows_read=len(raw))
     if raw.empty:
         raise DataError(f"{source}: no rows")
@@ -158,10 +172,12 @@ def validate_transactions(
         lowered = text.str.lower()
         not_numeric = amount.isna() & text.notna() & ~lowered.isin(["nan", "inf", "-inf"])
     not_finite = ~np.isfinite(amount) & ~not_numeric
+    implausible = (stamps < EARLIEST_PLAUSIBLE) | (stamps >= plausible_until(as_of, today))
 
     checks = [
         (ids.isna(), "customer_id", "a null or empty id", frame["customer_id"]),
         (stamps.isna(), "timestamp", "an unparseable date", frame["timestamp"]),
+        (implausible, "timestamp", _IMPLAUSIBLE, frame["timestamp"]),
         (not_numeric, "amount", "a non-numeric value", raw_amount),
         (not_finite, "amount", "a missing, NaN or infinite value", raw_amount),
     ]
@@ -188,7 +204,7 @@ def validate_transactions(
 
     if clean.empty:
         raise DataError(f"{source}: no valid rows left after dropping {report.dropped}")
-    as_of = clean["timestamp"].max().floor("D") if as_of is None else to_day(as_of)
+    as_of = clean["timestamp"].max().floor("D") if as_of is None else as_of
     late = clean["timestamp"] >= as_of + DAY
     report.drop(
         f"dated after as_of {as_of.date()}",
@@ -200,12 +216,12 @@ def validate_transactions(
         raise DataError(f"{source}: no rows at or before as_of {as_of.date()}")
 
     dup = clean.duplicated(keep="first")
-    report.drop(
-        "exact duplicate row",
-        int(dup.sum()),
-        _row_example(clean[dup]) if dup.any() else None,
-    )
-    clean = clean[~dup]
+    example = _row_example(clean[dup]) if dup.any() else None
+    if drop_duplicates:
+        report.drop("exact duplicate row (--drop-duplicates)", int(dup.sum()), example)
+        clean = clean[~dup]
+    else:
+        report.note(DUPLICATES_KEPT, int(dup.sum()), example)
 
     refunds = clean["amount"] < 0
     report.note("refunds (negative amount, netted into spend)", int(refunds.sum()))
@@ -222,6 +238,13 @@ def validate_transactions(
     clean = clean.reset_index(drop=True)
     report.rows_kept = len(clean)
     return clean, as_of, report
+
+
+_IMPLAUSIBLE = "an implausible date (before 1900 or after the as_of year + 1)"
+DUPLICATES_KEPT = (
+    "exact duplicate rows (kept as repeat purchases; --drop-duplicates if the source "
+    "exports rows twice)"
+)
 
 
 def validate_customers(
@@ -250,6 +273,7 @@ def validate_customers(
     out = pd.DataFrame({"customer_id": ids})
     if "signup_date" in frame.columns:
         signup, _ = parse_timestamps(frame["signup_date"], None)
+        signup = signup.where((signup >= EARLIEST_PLAUSIBLE) & (signup < plausible_until(None)))
         _note_nulled(report, "signup_date", frame["signup_date"], signup)
         out["signup_date"] = signup.astype("datetime64[us, UTC]")
     for col, low, high in (("age", 0, 120), ("income", 0, np.inf)):
@@ -287,13 +311,15 @@ def _note_nulled(report: QualityReport, column: str, before: pd.Series, after: p
 
 
 def to_day(value) -> pd.Timestamp:
-    """A date-like value as a UTC day (midnight)."""
+    """A date-like value as a UTC day (midnight), between 1900 and 2200."""
     try:
         stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise DataError(f"as_of {value!r} is not a date (use YYYY-MM-DD)") from None
+    if stamp is pd.NaT or not 1900 <= stamp.year < 2200:
+        raise DataError(f"as_of {value!r} is not a plausible day (years 1900 to 2199)")
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.floor("D")
+    return stamp.floor("D").as_unit("us")
 
 
 def _row_example(rows: pd.DataFrame) -> str:

@@ -73,3 +73,18 @@ def test_generate_writes_data_and_truth(tmp_path):
     assert result.exit_code == 0, result.output
     truth = pd.read_parquet(tmp_path / "truth.parquet")
     assert len(truth) == 300 and truth["persona_id"].nunique() == 5
+
+
+def test_dates_outside_pandas_range_are_counted_or_refused_never_a_traceback(tmp_path):
+    export = tmp_path / "export.csv"
+    rows = [f"{i},2024-01-{1 + i % 28:02d},5" for i in range(200)] + ["900,9999-12-31,5"]
+    export.write_text("customer_id,timestamp,amount\n" + "\n".join(rows) + "\n")
+    out = str(tmp_path / "f.parquet")
+    result = runner.invoke(app, ["features", "-t", str(export), "--out", out])
+    assert result.exit_code == 0, result.output
+    assert "implausible date" in result.output and "'9999-12-31'" in result.output
+    assert len(pd.read_parquet(out)) == 200
+    for day in ("0001-01-01", "2300-01-01"):
+        result = runner.invoke(app, ["features", "-t", str(export), "--out", out, "--as-of", day])
+        assert result.exit_code == 2 and "not a plausible day" in result.output
+        assert "Traceback" not in result.output

@@ -3,7 +3,12 @@ import pandas as pd
 import pytest
 
 from features.schema import ColumnMapping, DataError
-from features.validation import normalize_ids, validate_customers, validate_transactions
+from features.validation import (
+    DUPLICATES_KEPT,
+    normalize_ids,
+    validate_customers,
+    validate_transactions,
+)
 
 
 def raw(rows, columns=("customer_id", "timestamp", "amount")):
@@ -108,12 +113,58 @@ def test_rows_after_as_of_are_dropped_and_counted():
     assert report.dropped == {"dated after as_of 2024-01-02": 1}
 
 
-def test_exact_duplicates_are_dropped_but_same_day_repeats_are_not():
-    rows = [("1", "2024-01-01 10:00", "5"), ("1", "2024-01-01 10:00", "5")]
+def test_exact_duplicates_are_kept_and_flagged_unless_asked_to_drop():
+    rows = [("1", "2024-01-01 10:00", "14.37"), ("1", "2024-01-01 10:00", "14.37")]
     rows += [("1", "2024-01-01 11:00", "5")]
     clean, _, report = validate_transactions(raw(rows))
-    assert len(clean) == 2
-    assert report.dropped == {"exact duplicate row": 1}
+    assert clean["amount"].sum() == pytest.approx(33.74)  # two identical purchases: 28.74 + 5
+    assert report.dropped == {}
+    assert report.noted[DUPLICATES_KEPT] == 1
+    assert report.examples[DUPLICATES_KEPT] == (
+        "customer_id=1, timestamp=2024-01-01 10:00:00+00:00, amount=14.37"
+    )
+    clean, _, report = validate_transactions(raw(rows), drop_duplicates=True)
+    assert clean["amount"].sum() == pytest.approx(19.37)
+    assert report.dropped == {"exact duplicate row (--drop-duplicates)": 1}
+    assert DUPLICATES_KEPT not in report.noted
+
+
+IMPLAUSIBLE = "an implausible date (before 1900 or after the as_of year + 1) in 'timestamp'"
+
+
+def test_implausible_dates_are_dropped_and_counted_even_outside_pandas_range():
+    rows = GOOD + [
+        ("901", "0001-01-01", "5"),
+        ("902", "2300-05-01", "5"),
+        ("903", "9999-12-31", "5"),
+    ]
+    rows += [("904", "1899-12-31 23:59", "5"), ("905", "2025-06-01", "5")]
+    clean, as_of, report = validate_transactions(
+        raw(rows), as_of="2024-03-01", max_bad_fraction=0.05
+    )
+    assert report.dropped == {IMPLAUSIBLE: 4, "dated after as_of 2024-03-01": 1}
+    assert report.examples[IMPLAUSIBLE] == "'0001-01-01'"
+    assert len(clean) == 200 and as_of == pd.Timestamp("2024-03-01", tz="UTC")
+
+
+def test_without_as_of_an_implausible_date_cannot_become_the_as_of():
+    rows = GOOD + [("901", "9999-12-31", "5")]
+    today = pd.Timestamp("2024-06-01", tz="UTC")
+    _, as_of, report = validate_transactions(raw(rows), today=today)
+    assert as_of == pd.Timestamp("2024-01-28", tz="UTC")  # the latest plausible row
+    assert report.dropped == {IMPLAUSIBLE: 1}
+
+
+def test_many_implausible_dates_refuse_the_file():
+    rows = GOOD[:10] + [("901", "0001-01-01", "5")] * 5
+    with pytest.raises(DataError, match=r"5 of 15 rows with an implausible date .*'0001-01-01'"):
+        validate_transactions(raw(rows))
+
+
+@pytest.mark.parametrize("day", ["0001-01-01", "9999-12-31", "not a day"])
+def test_an_implausible_as_of_is_refused(day):
+    with pytest.raises(DataError, match="as_of"):
+        validate_transactions(raw(GOOD), as_of=day)
 
 
 def test_refunds_are_kept_and_orphan_refunds_are_noted():
@@ -140,7 +191,7 @@ def test_customers_attributes_are_cleaned_and_counted():
             "customer_id": ["001", "002", "002", "003"],
             "age": ["34", "-5", "40", "x"],
             "customer_type": ["b2b", "B2C", "B2C", "retail"],
-            "signup_date": ["2023-01-01", "2023-02-01", "2023-02-01", "never"],
+            "signup_date": ["2023-01-01", "2023-02-01", "2023-02-01", "9999-01-01"],
         }
     )
     clean, report = validate_customers(frame)
