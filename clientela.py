@@ -185,10 +185,20 @@ def train(
     transactions: Transactions,
     customers: Customers = None,
     as_of: AsOf = None,
-    churn_horizon: Annotated[int, typer.Option(help="Days without purchase = churn")] = 90,
-    value_horizon: Annotated[int, typer.Option(help="Days of future spend to predict")] = 365,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "clientela",
-    model_name: Annotated[str, typer.Option(help="Registered model name")] = "clientela",
+    churn_horizon: Annotated[
+        int | None,
+        typer.Option(help="Days without purchase = churn (default: 90, shorter on short data)"),
+    ] = None,
+    value_horizon: Annotated[
+        int | None,
+        typer.Option(help="Days of future spend to predict (default: 365, shorter on short data)"),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML file of training settings (options given here win)"),
+    ] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Registered model name")] = None,
     personas: Annotated[
         int | None, typer.Option(help="Fix the number of personas (default: chosen in 3-8)")
     ] = None,
@@ -202,9 +212,11 @@ def train(
 ) -> None:
     """Train personas, churn and value models; log, register and maybe promote them."""
     from training.config import TrainConfig
-    from training.run import run_training
+    from training.run import STAGES, run_training
+    from training.windows import plan_windows
 
-    config = TrainConfig(
+    settings = TrainConfig.from_toml(
+        config,
         churn_horizon=churn_horizon,
         value_horizon=value_horizon,
         experiment=experiment,
@@ -222,19 +234,84 @@ def train(
         columns,
         drop_duplicates,
     )
-    with console.status("training") as status:
-        outcome = run_training(inputs, config, progress=lambda msg: status.update(msg))
+    plan = plan_windows(inputs.transactions, inputs.as_of, settings)
+    console.print(
+        f"training as of {plan.as_of.date()} on {plan.history_days} days of history: churn "
+        f"horizon {plan.churn.horizon} days ({plan.churn.n_cutoffs} training cutoffs), value "
+        f"horizon {plan.value.horizon} days ({plan.value.n_cutoffs} training cutoffs)"
+    )
+    for note in plan.notes:
+        console.print(f"[yellow]notice:[/] {note}")
+    with _StageProgress([*STAGES, "logging to MLflow and registering"]) as progress:
+        outcome = run_training(inputs, settings, progress=progress)
     _print_training(outcome)
+
+
+class _StageProgress:
+    """A rich progress bar over the training stages; each finished stage is printed with its
+    elapsed time."""
+
+    def __init__(self, stages):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.bar.add_task("starting", total=len(stages))
+        self.current: tuple[str, float] | None = None
+
+    def __enter__(self):
+        self.bar.start()
+        return self
+
+    def __call__(self, stage: str) -> None:
+        self._finish()
+        self.current = (stage, time.perf_counter())
+        self.bar.update(self.task, description=stage)
+
+    def _finish(self) -> None:
+        if self.current is not None:
+            name, started = self.current
+            self.bar.console.print(
+                f"  [green]done[/] {name} ({time.perf_counter() - started:.1f}s)"
+            )
+            self.bar.advance(self.task)
+            self.current = None
+
+    def __exit__(self, kind, *_):
+        if kind is None:
+            self._finish()
+        self.bar.stop()
 
 
 def _print_training(outcome) -> None:
     m = outcome.result.metrics
-    table = Table(title="out-of-time evaluation: models vs BTYD baseline", title_justify="left")
+    plan = outcome.result.plan
+    table = Table(
+        title=f"out-of-time evaluation: models vs BTYD baseline (churn on "
+        f"{int(m['eval_customers_churn']):,} customers active at {plan.churn.evaluation.date()}, "
+        f"value on {int(m['eval_customers_value']):,} at {plan.value.evaluation.date()})",
+        title_justify="left",
+    )
     table.add_column("metric")
     table.add_column("model", justify="right")
     table.add_column("BTYD baseline", justify="right")
     for key, label in (
-        ("churn_auc", "churn AUC"),
+        ("churn_auc", "churn AUC, active customers"),
+        ("churn_all_auc", "churn AUC, all customers"),
         ("churn_pr_auc", "churn PR-AUC"),
         ("churn_brier", "churn Brier (lower is better)"),
         ("churn_calibration_error", "churn calibration error (lower)"),

@@ -37,6 +37,7 @@ NUMERIC_FEATURES = [
     "refund_amount",
     "refund_share",
     "avg_purchase_value",
+    "first_purchase_value",
     *[f"purchase_days_{w}d" for w in WINDOWS],
     *[f"spend_{w}d" for w in WINDOWS],
     "mean_interpurchase_days",
@@ -44,6 +45,7 @@ NUMERIC_FEATURES = [
     "lateness",
     "trend_90d",
     "days_since_activity",
+    "as_of_month",
 ]
 OPTIONAL_BREADTH = {"category": "n_categories", "channel": "n_channels"}
 ATTRIBUTE_NUMERIC = ["age", "income", "signup_days"]
@@ -108,6 +110,9 @@ def customer_features(
     out["recency_days"] = recency
     out["tenure_days"] = tenure
     out["frequency"] = np.maximum(n_days - 1, 0)
+    with np.errstate(invalid="ignore"):  # NaN tenure (no purchase) never matches
+        on_first_day = buy & (days_ago == tenure[codes])
+    out["first_purchase_value"] = np.where(has, total(amount, on_first_day), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         out["avg_purchase_value"] = np.where(has, out["gross_spend"] / n_days, np.nan)
         out["refund_share"] = np.where(
@@ -142,6 +147,9 @@ def customer_features(
             pairs = pd.unique(codes[ok].astype(np.int64) * width + vals[ok])
             out[name] = count(idx=pairs // width)
 
+    # The calendar: spend and churn have seasons, which the models can learn when their training
+    # cutoffs fall in different months.
+    out["as_of_month"] = np.full(n, as_of.month, dtype="int64")
     frame = pd.DataFrame(out)
     frame.insert(0, "customer_id", pd.Series(np.asarray(ids, dtype=object), dtype="str"))
     frame.insert(1, "lifecycle_stage", lifecycle_stage(frame))

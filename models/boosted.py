@@ -193,7 +193,10 @@ class ChurnModel:
 
 class ValueModel:
     """Spend within the value horizon: XGBoost with a Tweedie loss (a point mass at zero plus a
-    skewed positive part); the log link keeps predictions non-negative."""
+    skewed positive part) on top of the BTYD baseline's expected value: the log of it is the
+    starting margin, so the trees learn a multiplicative correction and customers the trees
+    cannot tell apart keep the baseline's smooth ranking. The total is then calibrated on the
+    held-out cutoff (`scale_`), so the aggregate follows the latest window's level."""
 
     def __init__(
         self,
@@ -204,6 +207,7 @@ class ValueModel:
         random_state: int = 0,
         n_jobs: int = 2,
         tolerance: float = 0.005,
+        offset_feature: str | None = "btyd_expected_value",
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -212,9 +216,19 @@ class ValueModel:
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.tolerance = tolerance
+        self.offset_feature = offset_feature
+
+    def _offset(self, X) -> np.ndarray | None:
+        """log(baseline value), floored at 1% of the mean training spend (a zero baseline is
+        not a certainty of zero spend)."""
+        if self.offset_feature is None:
+            return None
+        column = np.asarray(X)[:, self.feature_names_.index(self.offset_feature)]
+        return np.log(np.maximum(np.nan_to_num(column.astype("float64")), self.floor_))
 
     def fit(self, X, y, X_val, y_val, feature_names: list[str]) -> ValueModel:
-        """Fit on (X, y); (X_val, y_val), a later cutoff, decides when to stop adding trees."""
+        """Fit on (X, y); (X_val, y_val), a later cutoff, decides when to stop adding trees and
+        calibrates the total."""
         params = _booster_params(
             self.n_estimators, self.learning_rate, self.max_depth, self.random_state, self.n_jobs
         )
@@ -226,31 +240,52 @@ class ValueModel:
             early_stopping_rounds=20,
             **params,
         )
-
-        def spend(values):
-            return np.clip(np.asarray(values, dtype="float64"), 0, None)  # net refunds: no spend
-
-        reg.fit(X, spend(y), eval_set=[(X_val, spend(y_val))], verbose=False)
+        y = np.clip(np.asarray(y, dtype="float64"), 0, None)  # net refunds: no spend
+        y_val = np.clip(np.asarray(y_val, dtype="float64"), 0, None)
+        self.feature_names_ = list(feature_names)
+        if self.offset_feature not in self.feature_names_:
+            self.offset_feature = None
+        self.floor_ = float(max(0.01 * y.mean(), 1e-6))
+        offset_val = self._offset(X_val)
+        reg.fit(
+            X,
+            y,
+            base_margin=self._offset(X),
+            eval_set=[(X_val, y_val)],
+            base_margin_eval_set=None if offset_val is None else [offset_val],
+            verbose=False,
+        )
         self.booster_ = reg.get_booster()[: compact_rounds(reg, self.tolerance)]
-        self.booster_.feature_names = list(feature_names)
+        self.booster_.feature_names = self.feature_names_
+        self.scale_ = 1.0
+        self.scale_ = float(y_val.sum() / max(self.predict(X_val).sum(), 1e-9))
         return self
 
-    def predict(self, X, data: xgb.DMatrix | None = None) -> np.ndarray:
-        """Expected spend; `data` (X as an XGBoost matrix, without a base margin) saves
-        converting X again when the caller already built it."""
-        if data is None:
-            return np.clip(self.booster_.inplace_predict(np.asarray(X, dtype="float32")), 0, None)
-        return np.clip(self.booster_.predict(data, validate_features=False), 0, None)
+    def predict(self, X) -> np.ndarray:
+        """Expected spend."""
+        X = np.asarray(X, dtype="float32")
+        raw = self.booster_.inplace_predict(X, base_margin=self._offset(X))
+        return self.scale_ * np.clip(raw, 0, None)
 
     def importance(self) -> dict[str, float]:
         return self.booster_.get_score(importance_type="total_gain")
 
     def save(self, directory: Path) -> list[str]:
         self.booster_.save_model(str(directory / "value.ubj"))
-        return ["value.ubj"]
+        calibration = {
+            "offset_feature": self.offset_feature,
+            "floor": self.floor_,
+            "scale": self.scale_,
+        }
+        (directory / "value_calibration.json").write_text(json.dumps(calibration))
+        return ["value.ubj", "value_calibration.json"]
 
     @classmethod
     def load(cls, directory: Path) -> ValueModel:
         model = cls()
         model.booster_ = _load_booster(directory / "value.ubj")
+        model.feature_names_ = list(model.booster_.feature_names)
+        data = json.loads((directory / "value_calibration.json").read_text())
+        model.offset_feature = data["offset_feature"]
+        model.floor_, model.scale_ = data["floor"], data["scale"]
         return model

@@ -2,7 +2,11 @@
 fitted by maximum likelihood with scipy. Time is in days.
 
 Inputs per customer follow the BTYD convention: `x` repeat purchase days, `t_x` days from first
-to last purchase, `T` days from first purchase to the cutoff, `m` mean spend per purchase day.
+to last purchase, `T` days from first purchase to the cutoff, `m` mean spend per repeat purchase
+day (the first purchase left out, as in the published Gamma-Gamma model).
+
+A fit that does not converge is retried with a stronger L2 penalty on the log-parameters, towards
+their starting values (`PENALTIES`); `converged_` and `penalizer_` record how it ended.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
+PENALTIES = (0.0, 0.001, 0.01, 0.1)
+
 
 def btyd_inputs(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x, t_x, T, m) from the customer feature table (refund-only customers: x = 0, T = age)."""
@@ -19,20 +25,35 @@ def btyd_inputs(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndar
     x = features["frequency"].to_numpy("float64")
     T = np.where(has, features["tenure_days"], features["days_since_activity"]).astype("float64")
     t_x = np.where(has, T - features["recency_days"].fillna(0).to_numpy(), 0.0)
-    m = features["avg_purchase_value"].fillna(0).to_numpy("float64")
-    return x, t_x, T, m
+    repeat_spend = (features["gross_spend"] - features["first_purchase_value"].fillna(0)).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = np.where(x > 0, repeat_spend / x, 0.0)
+    return x, t_x, T, np.nan_to_num(m, nan=0.0)
 
 
 def _arrays(*values) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(v, dtype="float64") for v in values)
 
 
+def _minimize(objective, start, bounds) -> tuple[np.ndarray, bool, float]:
+    """(log-parameters, converged, penalizer): the first penalty in `PENALTIES` with which
+    L-BFGS-B converges (else the last attempt)."""
+    for penalizer in PENALTIES:
+        result = minimize(
+            lambda z, pen=penalizer: objective(z) + pen * np.sum((z - start) ** 2),
+            start,
+            method="L-BFGS-B",
+            bounds=bounds,
+        )
+        converged = bool(result.success) and bool(np.all(np.isfinite(result.x)))
+        if converged:
+            break
+    return result.x, converged, penalizer
+
+
 class BetaGeoModel:
     """BG/NBD: purchases arrive at a Gamma(r, alpha) distributed rate; after each purchase the
     customer drops out with a Beta(a, b) distributed probability."""
-
-    def __init__(self, penalizer: float = 0.0):
-        self.penalizer = penalizer
 
     @staticmethod
     def _loglik(params: np.ndarray, x, t_x, T, x_levels=None) -> np.ndarray:
@@ -55,14 +76,11 @@ class BetaGeoModel:
         x_levels = np.unique(x, return_inverse=True)
 
         def objective(log_params):
-            params = np.exp(log_params)
-            loglik = self._loglik(params, x, t_x, T, x_levels) @ weights
-            return -loglik + self.penalizer * np.sum(params**2)
+            return -(self._loglik(np.exp(log_params), x, t_x, T, x_levels) @ weights)
 
         start = np.log([1.0, max(float(np.mean(T)), 1.0), 1.0, 1.0])
-        result = minimize(objective, start, method="L-BFGS-B", bounds=[(-10, 10)] * 4)
-        self.params_ = dict(zip(("r", "alpha", "a", "b"), np.exp(result.x).tolist(), strict=True))
-        self.converged_ = bool(result.success)
+        log_params, self.converged_, self.penalizer_ = _minimize(objective, start, [(-10, 10)] * 4)
+        self.params_ = dict(zip(("r", "alpha", "a", "b"), np.exp(log_params).tolist(), strict=True))
         return self
 
     def _p(self):
@@ -98,7 +116,8 @@ class BetaGeoModel:
 
 
 class GammaGammaModel:
-    """Gamma-Gamma spend model: mean spend per purchase, shrunk towards the population."""
+    """Gamma-Gamma spend model: mean spend per purchase, shrunk towards the population. Fitted
+    on repeat customers only: `m` is the mean of their repeat purchases."""
 
     def fit(self, x, m) -> GammaGammaModel:
         x, m = np.asarray(x, dtype="float64"), np.asarray(m, dtype="float64")
@@ -121,9 +140,8 @@ class GammaGammaModel:
             return -ll.mean()
 
         start = np.log([1.0, 2.0, float(np.mean(m))])
-        result = minimize(objective, start, method="L-BFGS-B", bounds=[(-10, 15)] * 3)
-        self.params_ = dict(zip(("p", "q", "v"), np.exp(result.x).tolist(), strict=True))
-        self.converged_ = bool(result.success)
+        log_params, self.converged_, self.penalizer_ = _minimize(objective, start, [(-10, 15)] * 3)
+        self.params_ = dict(zip(("p", "q", "v"), np.exp(log_params).tolist(), strict=True))
         return self
 
     def expected_value(self, x, m) -> np.ndarray:
@@ -180,13 +198,31 @@ class BTYDBaseline:
         return pd.concat([features.drop(columns=outputs.columns, errors="ignore"), outputs], axis=1)
 
     def to_dict(self) -> dict:
-        return {"bgnbd": self.bgnbd_.params_, "gamma_gamma": self.gg_.params_}
+        return {
+            "bgnbd": self.bgnbd_.params_,
+            "gamma_gamma": self.gg_.params_,
+            "fit": {
+                name: {"converged": part.converged_, "penalizer": part.penalizer_}
+                for name, part in (("bgnbd", self.bgnbd_), ("gamma_gamma", self.gg_))
+            },
+        }
+
+    def to_params(self) -> dict[str, float]:
+        """Flat, for MLflow: parameters, convergence (1/0) and the penalty each fit needed."""
+        out: dict[str, float] = {}
+        for name, part in (("bgnbd", self.bgnbd_), ("gamma_gamma", self.gg_)):
+            out.update({f"btyd_{name}_{k}": v for k, v in part.params_.items()})
+            out[f"btyd_{name}_converged"] = float(part.converged_)
+            out[f"btyd_{name}_penalizer"] = part.penalizer_
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> BTYDBaseline:
         model = cls()
         model.bgnbd_ = BetaGeoModel()
-        model.bgnbd_.params_ = dict(data["bgnbd"])
         model.gg_ = GammaGammaModel()
-        model.gg_.params_ = dict(data["gamma_gamma"])
+        for name, part in (("bgnbd", model.bgnbd_), ("gamma_gamma", model.gg_)):
+            part.params_ = dict(data[name])
+            fit = data.get("fit", {}).get(name, {})
+            part.converged_, part.penalizer_ = fit.get("converged"), fit.get("penalizer")
         return model

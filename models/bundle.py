@@ -19,7 +19,7 @@ from models.btyd import BTYDBaseline
 from models.encoding import FeatureEncoder
 from models.persona import PersonaModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FORMAT = "clientela-bundle"
 RISK_BANDS = {"low": 0.3, "medium": 0.6}  # p < 0.3 low, < 0.6 medium, else high
 OUTPUT_COLUMNS = [
@@ -100,12 +100,11 @@ class Bundle:
         features = features.reset_index(drop=True)
         inputs = self.model_inputs(features)
         X = self.encoder.transform(inputs)
+        value = self.value.predict(X)
         if with_reasons:
-            data = matrix(X, self.nthread)
-            value = self.value.predict(X, data)  # first: the churn model sets a base margin
-            churn, reasons = self.churn.predict_with_reasons(X, data)
+            churn, reasons = self.churn.predict_with_reasons(X, matrix(X, self.nthread))
         else:
-            value, churn, reasons = self.value.predict(X), self.churn.predict_proba(X), None
+            churn, reasons = self.churn.predict_proba(X), None
         persona = self.persona.predict(features)
         quantiles = np.asarray(self.manifest["value_quantiles"], dtype="float64")
         percentile = np.searchsorted(quantiles, value, side="right") - 1

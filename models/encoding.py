@@ -27,12 +27,18 @@ class FeatureEncoder:
     """Numeric features pass through (missing stays NaN for XGBoost); categoricals are one-hot
     encoded over the levels seen at fit (the `MAX_LEVELS` most common)."""
 
-    def fit(self, frame: pd.DataFrame) -> FeatureEncoder:
-        self.numeric_ = [c for c in CANDIDATE_NUMERIC if c in frame.columns]
+    def fit(self, frames: pd.DataFrame | list[pd.DataFrame]) -> FeatureEncoder:
+        """Learn the columns and category levels of one feature table or several (e.g. the
+        training cutoffs, without copying them into one)."""
+        frames = [frames] if isinstance(frames, pd.DataFrame) else list(frames)
+        columns = set(frames[0].columns)
+        self.numeric_ = [c for c in CANDIDATE_NUMERIC if c in columns]
         self.categories_ = {}
         for col in CANDIDATE_CATEGORICAL:
-            if col in frame.columns:
-                counts = frame[col].dropna().astype("str").value_counts()
+            if col in columns:
+                each = [f[col].dropna().astype("str").value_counts() for f in frames]
+                counts = pd.concat(each).groupby(level=0).sum()
+                counts = counts.sort_values(ascending=False, kind="stable")
                 levels = counts[counts.index != "nan"].index[:MAX_LEVELS]
                 self.categories_[col] = sorted(levels.tolist())
         return self

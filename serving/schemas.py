@@ -56,6 +56,7 @@ class FeatureRecord(BaseModel):
     total_spend: float
     days_since_activity: Days
     avg_purchase_value: float | None = None
+    first_purchase_value: float | None = None
     n_transactions: Count | None = None
     gross_spend: float | None = None
     refund_amount: float | None = None
@@ -70,6 +71,7 @@ class FeatureRecord(BaseModel):
     std_interpurchase_days: Days | None = None
     lateness: float | None = None
     trend_90d: float | None = None
+    as_of_month: int | None = Field(None, ge=1, le=12)
     n_categories: Count | None = None
     n_channels: Count | None = None
     age: float | None = Field(None, ge=0, le=120)

@@ -15,6 +15,31 @@ from sklearn.metrics import roc_curve  # noqa: E402
 from training.evaluate import deciles  # noqa: E402
 
 
+def write_plots(result, directory: Path) -> Path:
+    """Every plot of a training run (`training.run.TrainResult`) as PNG files in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    evaluation = result.evaluation
+    churn_y = evaluation.churn.labels["churned"].to_numpy()[evaluation.active]
+    churn_scores = {k: v[evaluation.active] for k, v in evaluation.churn_scores.items()}
+    value_y = evaluation.value.labels["future_spend"].to_numpy()
+    persona_profiles(
+        pd.DataFrame(result.bundle.manifest["persona_catalog"]), directory / "persona_profiles.png"
+    )
+    churn_curves(churn_y, churn_scores, directory / "churn_roc_calibration.png")
+    lift_and_value_deciles(
+        churn_y,
+        churn_scores,
+        value_y,
+        evaluation.value_scores,
+        directory / "lift_and_value_deciles.png",
+    )
+    feature_importance(
+        {"churn": result.bundle.churn.importance(), "value": result.bundle.value.importance()},
+        directory / "feature_importance.png",
+    )
+    return directory
+
+
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -38,7 +63,11 @@ def churn_curves(y, scores: dict[str, np.ndarray], path: Path) -> None:
         observed, predicted = deciles(y, p)
         cal.plot(predicted, observed, "o-", label=label)
     roc.plot([0, 1], [0, 1], "k:")
-    roc.set(title="ROC (out of time)", xlabel="false positive rate", ylabel="true positive rate")
+    roc.set(
+        title="ROC, active customers (out of time)",
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+    )
     cal.plot([0, 1], [0, 1], "k:")
     cal.set(title="Calibration by decile", xlabel="predicted churn", ylabel="observed churn")
     roc.legend()

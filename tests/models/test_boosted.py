@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.boosted import compact_rounds, top_features
+from models.boosted import ValueModel, compact_rounds, top_features
 from models.encoding import FeatureEncoder
 
 
@@ -54,3 +54,27 @@ def test_top_features_keeps_positive_contributions_largest_first():
     )
     reasons = top_features(contrib, ["a", "b", "c", "d"], top=3)
     assert reasons.to_pylist() == [["c", "a", "d"], [], ["b", "d"]]
+
+
+def test_value_model_starts_from_the_baseline_and_calibrates_the_held_out_total(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 4000
+    baseline = rng.gamma(2.0, 50.0, 2 * n)  # the BTYD expected value
+    other = rng.random(2 * n)
+    spend = np.where(rng.random(2 * n) < 0.4, 0.0, baseline * (0.5 + other) * 2.5)
+    spend[n:] *= 1.3  # the later cutoff spends more: the level moved
+    X = np.column_stack([baseline, other]).astype("float32")
+    model = ValueModel(n_estimators=50, n_jobs=1).fit(
+        X[:n], spend[:n], X[n:], spend[n:], ["btyd_expected_value", "other"]
+    )
+    assert model.offset_feature == "btyd_expected_value"
+    assert model.scale_ == pytest.approx(1.3, rel=0.1)
+    assert model.predict(X[n:]).sum() == pytest.approx(spend[n:].sum(), rel=1e-6)
+    # Round trip through its files: the same predictions, offset and scale included.
+    model.save(tmp_path)
+    np.testing.assert_allclose(ValueModel.load(tmp_path).predict(X), model.predict(X), rtol=1e-6)
+    # Without the baseline among its features it is a plain Tweedie model.
+    plain = ValueModel(n_estimators=10, n_jobs=1).fit(
+        X[:n, 1:], spend[:n], X[n:, 1:], spend[n:], ["other"]
+    )
+    assert plain.offset_feature is None and plain.predict(X[:5, 1:]).shape == (5,)

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.btyd import BetaGeoModel, BTYDBaseline, GammaGammaModel
+import models.btyd
+from models.btyd import BetaGeoModel, BTYDBaseline, GammaGammaModel, btyd_inputs
 
 TRUE = {"r": 0.6, "alpha": 20.0, "a": 0.8, "b": 2.5}
 
@@ -70,7 +71,8 @@ def test_baseline_round_trips_through_json_dict():
             "tenure_days": T,
             "recency_days": T - t_x,
             "days_since_activity": T - t_x,
-            "avg_purchase_value": 20 + 5 * np.random.default_rng(0).random(len(x)),
+            "gross_spend": (x + 1) * (20 + 5 * np.random.default_rng(0).random(len(x))),
+            "first_purchase_value": 20.0,
         }
     )
     model = BTYDBaseline().fit(features)
@@ -87,3 +89,54 @@ def test_expected_purchases_positive_when_a_below_one():
     assert np.all(np.isfinite(out)) and np.all(out > 0)
     # It must agree with a numerical check: more purchases in a longer window.
     assert np.all(model.expected_purchases(730, [2.0], [50], [100]) > out[1])
+
+
+def test_gamma_gamma_reads_the_mean_of_repeat_purchases_only():
+    features = pd.DataFrame(
+        {
+            "has_purchase": [True, True, False],
+            "frequency": [2.0, 0.0, 0.0],
+            "tenure_days": [90.0, 5.0, np.nan],
+            "recency_days": [10.0, 5.0, np.nan],
+            "days_since_activity": [10.0, 5.0, 40.0],
+            "gross_spend": [200.0, 40.0, 0.0],
+            "first_purchase_value": [100.0, 40.0, np.nan],  # repeat days: 200 - 100 over 2
+        }
+    )
+    x, t_x, T, m = btyd_inputs(features)
+    np.testing.assert_array_equal(m, [50.0, 0.0, 0.0])
+    np.testing.assert_array_equal(x, [2, 0, 0])
+    np.testing.assert_array_equal(t_x, [80.0, 0.0, 0.0])
+    np.testing.assert_array_equal(T, [90.0, 5.0, 40.0])
+
+
+def test_a_fit_that_does_not_converge_is_retried_with_a_penalty_and_recorded(monkeypatch):
+    real = models.btyd.minimize
+    calls = []
+
+    def failing_twice(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(result)
+        result.success = len(calls) > 2
+        return result
+
+    monkeypatch.setattr(models.btyd, "minimize", failing_twice)
+    x, t_x, T = simulate_bgnbd(3_000, seed=4)
+    model = BetaGeoModel().fit(x, t_x, T)
+    assert len(calls) == 3 and model.converged_ and model.penalizer_ == 0.01
+    monkeypatch.setattr(models.btyd, "minimize", lambda *a, **k: _failed(real(*a, **k)))
+    never = BetaGeoModel().fit(x, t_x, T)
+    assert never.converged_ is False and never.penalizer_ == 0.1
+    baseline = BTYDBaseline()
+    baseline.bgnbd_, baseline.gg_ = (
+        never,
+        GammaGammaModel().fit([1.0] * 20, [10.0 + i for i in range(20)]),
+    )
+    params = baseline.to_params()
+    assert params["btyd_bgnbd_converged"] == 0.0 and params["btyd_bgnbd_penalizer"] == 0.1
+    assert BTYDBaseline.from_dict(baseline.to_dict()).bgnbd_.converged_ is False
+
+
+def _failed(result):
+    result.success = False
+    return result

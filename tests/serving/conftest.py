@@ -10,7 +10,7 @@ from features.validation import validate_customers, validate_transactions
 from serving.batch import score_inputs
 from serving.snapshot import write_snapshot
 from training.config import TrainConfig
-from training.job import train
+from training.run import train
 
 
 @pytest.fixture(scope="session")
