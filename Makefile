@@ -29,6 +29,8 @@ format: install
 	$(BIN)/ruff format .
 
 bench: install
+	$(BIN)/python benchmarks/realdata.py
+	$(BIN)/python benchmarks/quality.py
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/scoring.py

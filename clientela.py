@@ -324,7 +324,7 @@ def _print_training(outcome) -> None:
         table.add_row(label, f"{m[key]:.3f}", f"{m['baseline_' + key]:.3f}")
     console.print(table)
     catalog = Table(title="personas", title_justify="left")
-    for col in ("id", "name", "share", "revenue share", "churn rate"):
+    for col in ("id", "name", "share", "revenue share", "churn rate", "value bias"):
         catalog.add_column(col)
     for row in outcome.result.bundle.manifest["persona_catalog"]:
         catalog.add_row(
@@ -334,14 +334,13 @@ def _print_training(outcome) -> None:
                 "-" if row[k] is None else f"{row[k]:.1%}"  # None: too small to show
                 for k in ("share", "revenue_share", "churn_rate")
             ),
+            "-" if row["value_bias"] is None else f"{row['value_bias']:+.1%}",
         )
     console.print(catalog)
     console.print(
         f"personas: silhouette {m['persona_silhouette']:.3f}, "
         f"stability {m['persona_stability']:.1%}"
     )
-    timings = ", ".join(f"{k} {v:.1f}s" for k, v in outcome.result.timings.items())
-    console.print(f"timings: {timings}")
     rec = outcome.record
     status = (
         "[bold green]promoted to champion[/]"

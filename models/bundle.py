@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from models.boosted import ChurnModel, ValueModel, matrix
 from models.btyd import BTYDBaseline
-from models.encoding import FeatureEncoder
+from models.encoding import BTYD_FEATURES, FeatureEncoder
 from models.persona import PersonaModel
 
 SCHEMA_VERSION = 2
@@ -87,6 +87,13 @@ class Bundle:
     def version(self) -> str:
         return str(self.manifest.get("model_version", "local"))
 
+    @property
+    def feature_columns(self) -> list[str]:
+        """The feature-table columns this bundle reads (the BTYD outputs it adds itself)."""
+        return ["customer_id", "has_purchase"] + [
+            c for c in self.encoder.input_columns_ if c not in BTYD_FEATURES
+        ]
+
     def model_inputs(self, features: pd.DataFrame) -> pd.DataFrame:
         """Features plus the BTYD baseline's outputs, which the boosted models also use."""
         return self.btyd.add_to(features, self.churn_horizon, self.value_horizon)
@@ -134,6 +141,36 @@ class Bundle:
             out[col] = out[col].astype("str")
         out["model_version"] = self.version
         return out
+
+    def example_input(self) -> pd.DataFrame:
+        """Feature rows of two made-up customers (nobody's data), for MLflow's input example
+        and the API's documentation: a regular and a lapsed buyer, with every column this model
+        reads, computed by the one feature function."""
+        from features.customer import customer_features
+
+        as_of = pd.Timestamp(self.manifest["as_of"], tz="UTC")
+        regular = [400, 300, 200, 120, 60, 30, 5]
+        lapsed = [500, 420]
+        days = regular + lapsed
+        tx = pd.DataFrame(
+            {
+                "customer_id": ["example-regular"] * len(regular)
+                + ["example-lapsed"] * len(lapsed),
+                "timestamp": [as_of - pd.Timedelta(days=d, hours=-12) for d in days],
+                "amount": [80.0, 95.5, 60.0, 120.0, 75.25, 88.0, 64.0, 35.0, 20.0],
+                "category": "example",
+                "channel": "web",
+            }
+        )
+        attributes = {"customer_id": ["example-regular", "example-lapsed"]}
+        for column, value in (("age", 41.0), ("income", 52_000.0)):
+            attributes[column] = [value, value]
+        attributes["signup_date"] = [as_of - pd.Timedelta(days=d) for d in (400, 500)]
+        for column, levels in self.encoder.categories_.items():
+            if column != "lifecycle_stage":
+                attributes[column] = [levels[0] if levels else None] * 2
+        feats = customer_features(tx, as_of, pd.DataFrame(attributes))
+        return feats[self.feature_columns]
 
     def save(self, directory: Path | str) -> Path:
         directory = Path(directory)

@@ -5,6 +5,7 @@ SQLite default in the working directory)."""
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import re
 import tempfile
@@ -55,14 +56,21 @@ def check_tracking(timeout: float = 5.0) -> str:
 
 
 @contextmanager
-def _quiet_retries():
-    """Do not let MLflow's HTTP client retry for minutes against a dead server."""
+def quiet():
+    """Do not let MLflow's HTTP client retry for minutes against a dead server, nor log its
+    routine INFO lines (store creation, registration) between clientela's own output."""
     key = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
     added = key not in os.environ
     os.environ.setdefault(key, "2")
+    import mlflow  # noqa: F401  (its import configures the logger: set the level after it)
+
+    mlflow_log = logging.getLogger("mlflow")
+    level = mlflow_log.level
+    mlflow_log.setLevel(max(level, logging.WARNING))
     try:
         yield
     finally:
+        mlflow_log.setLevel(level)
         if added:
             os.environ.pop(key, None)
 
@@ -75,9 +83,35 @@ class RunRecord:
     model_uri: str
 
 
+# What the pyfunc model imports (models/ and features/ as code): not the API, CLI or plots.
+PYFUNC_NEEDS = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "xgboost", "mlflow")
+
+
 def _requirements() -> list[str]:
+    """This project's pins of the packages the pyfunc model needs."""
     reqs = importlib.metadata.requires("clientela") or []
-    return [r for r in reqs if "extra ==" not in r]
+    name = re.compile(r"^([A-Za-z0-9_.\-]+)")
+    return [r for r in reqs if name.match(r)[1].lower() in PYFUNC_NEEDS and "extra ==" not in r]
+
+
+def _dataset(frame, source: str, name: str):
+    """An MLflow dataset of a table: its schema, row count, a digest of every row and where it
+    came from (a password-free path or URL); never the rows themselves."""
+    import hashlib
+
+    import mlflow.data
+    import pandas as pd
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            origin = resolve_dataset_source(source)
+    except Exception:  # a SQL source: MLflow has no resolver for it
+        origin = CodeDatasetSource(tags={"source": source})
+    return mlflow.data.from_pandas(frame, source=origin, name=name, digest=digest.hexdigest()[:32])
 
 
 def log_training_run(
@@ -89,36 +123,43 @@ def log_training_run(
     tags: dict[str, str],
     plots_dir: Path,
     bundle_dir: Path,
-    data_summary: dict,
+    datasets: dict[str, tuple],
+    quality: list[dict],
     example: tuple | None = None,
 ) -> RunRecord:
-    """One MLflow run: params, metrics, tags, plots, data summary and the bundle, registered as
-    a new version with alias `challenger`. `example` = (model input, model output) gives the
-    pyfunc model its signature. A failure marks the run FAILED and leaves no registered
-    version behind."""
+    """One MLflow run: params, metrics, tags, plots, the input datasets (`name -> (table,
+    source)`, logged as MLflow datasets: digest, schema, row count, no rows), the data-quality
+    counts and the bundle, registered as a new version with alias `challenger`. `example` =
+    (model input, model output) of made-up customers gives the pyfunc model its input example
+    and signature. A failure marks the run FAILED and leaves no registered version behind."""
     import mlflow
 
     import features
     import models
 
-    with _quiet_retries():
+    with quiet():
         check_tracking()
         mlflow.set_experiment(experiment)
         with mlflow.start_run(run_name=tags.get("run_name")) as run:
             mlflow.log_params(params)
             mlflow.log_metrics(metrics)
             mlflow.set_tags(tags)
-            mlflow.log_dict(data_summary, "data_summary.json")
+            for name, (frame, source) in datasets.items():
+                mlflow.log_input(_dataset(frame, source, name), context="training")
+            mlflow.log_dict(quality, "data_quality.json")
             mlflow.log_artifacts(str(plots_dir), "plots")
-            # No input example on purpose: it would store customer rows in the artifact store.
-            warnings.filterwarnings("ignore", message=".*input example was not provided")
+            with warnings.catch_warnings():
+                # Integer feature columns: the features never have missing counts.
+                warnings.filterwarnings("ignore", message=".*integer column")
+                signature = mlflow.models.infer_signature(*example) if example else None
             info = mlflow.pyfunc.log_model(
                 name="bundle",
                 python_model=str(PYFUNC_FILE),
                 artifacts={"bundle": str(bundle_dir)},
                 code_paths=[str(Path(features.__file__).parent), str(Path(models.__file__).parent)],
                 pip_requirements=_requirements(),
-                signature=mlflow.models.infer_signature(*example) if example else None,
+                signature=signature,
+                input_example=example[0] if example else None,
             )
             version = _register(info.model_uri, model_name, run.info.run_id)
         return RunRecord(run.info.run_id, run.info.experiment_id, version, info.model_uri)
@@ -201,7 +242,7 @@ def load_bundle(uri: str = DEFAULT_URI) -> Bundle:
             "models:/NAME/VERSION URI"
         )
     name, version = match["name"], match["version"]
-    with _quiet_retries():
+    with quiet():
         check_tracking()
         if match["alias"]:
             version = alias_version(name, match["alias"])

@@ -4,7 +4,6 @@ register it as challenger and promote it if it earns it."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tempfile
 import time
@@ -113,6 +112,9 @@ def train(
         evaluation,
         config.min_persona_size,
     )
+    for row in catalog.to_dict(orient="records"):  # the value model's bias, persona by persona
+        if row["value_bias"] is not None:
+            metrics[f"value_aggregate_bias_persona_{row['persona_id']}"] = row["value_bias"]
     bundle.manifest = {
         "as_of": str(plan.as_of.date()),
         "churn_horizon_days": plan.churn.horizon,
@@ -148,70 +150,73 @@ def current_champion(name: str) -> Bundle | None:
         return None
 
 
-def _signature_example(result: TrainResult) -> tuple:
-    """Input and output rows for the pyfunc signature (MLflow keeps the column names and types,
-    not the values)."""
-    sample = result.evaluation.churn.features.head(3)
-    sample = sample.drop(columns=[c for c in sample.columns if c.startswith("btyd_")])
-    out = result.bundle.score(sample)
-    return sample, joined_reasons(out)
+def _signature_example(bundle: Bundle) -> tuple:
+    """Input and output of made-up customers for the pyfunc model's input example and
+    signature: no customer's rows go to the artifact store."""
+    example = bundle.example_input()
+    return example, joined_reasons(bundle.score(example))
 
 
-def data_summary(inputs: Inputs) -> dict:
-    """Digest and shape of the training data: no ids, no attribute values."""
-    tx = inputs.transactions
-    digest = hashlib.sha256()
-    digest.update(pd.util.hash_pandas_object(tx, index=False).to_numpy().tobytes())
-    summary = {
-        "transactions_sha256": digest.hexdigest(),
-        "transactions_rows": len(tx),
-        "customers_seen": int(tx["customer_id"].nunique()),
-        "first_day": str(tx["timestamp"].min().date()),
-        "last_day": str(tx["timestamp"].max().date()),
-        "as_of": str(inputs.as_of.date()),
-        "transaction_columns": list(tx.columns),
-    }
+def datasets(inputs: Inputs) -> dict[str, tuple[pd.DataFrame, str]]:
+    """The validated input tables and where they came from, for MLflow's dataset tracking."""
+    tables = {"transactions": inputs.transactions}
     if inputs.customers is not None:
-        summary["customer_rows"] = len(inputs.customers)
-        summary["customer_columns"] = list(inputs.customers.columns)
-    summary["quality"] = [
-        {"source_kind": i, "rows_read": r.rows_read, "rows_kept": r.rows_kept, "dropped": r.dropped}
-        for i, r in zip(("transactions", "customers"), inputs.reports, strict=False)
+        tables["customers"] = inputs.customers
+    sources = [report.source for report in inputs.reports]
+    return {
+        name: (table, sources[i] if i < len(sources) else name)
+        for i, (name, table) in enumerate(tables.items())
+    }
+
+
+def quality_counts(inputs: Inputs) -> list[dict]:
+    """What validation did to each source, as counts only: the examples in the report are
+    customer rows and stay out of MLflow."""
+    return [
+        {k: v for k, v in report.to_dict().items() if k != "examples"} for report in inputs.reports
     ]
-    return summary
 
 
 def run_training(inputs: Inputs, config: TrainConfig, progress: Progress) -> RunOutcome:
     from training.plots import write_plots
 
-    uri = registry.check_tracking()
-    champion = current_champion(config.model_name)
-    result = train(inputs, config, previous=champion, progress=progress)
-    promote, reason, champ_metrics = compare_with_champion(result, champion, config)
-    progress("logging to MLflow and registering")
-    with tempfile.TemporaryDirectory(prefix="clientela-run-") as tmp:
-        bundle_dir = result.bundle.save(Path(tmp) / "bundle")
-        plots_dir = write_plots(result, Path(tmp) / "plots")
-        tags = {
-            "run_name": f"train as_of {result.bundle.manifest['as_of']}",
-            "as_of": result.bundle.manifest["as_of"],
-            "promotion": "champion" if promote else "challenger",
-            "promotion_reason": reason,
-        }
-        timing_metrics = {
-            "time_" + re.sub(r"\W+", "_", k).strip("_") + "_s": v for k, v in result.timings.items()
-        }
-        record = registry.log_training_run(
-            experiment=result.config.experiment,
-            model_name=result.config.model_name,
-            params={**result.config.to_params(), **result.plan.to_params()},
-            metrics={**result.metrics, **champ_metrics, **timing_metrics},
-            tags=tags,
-            plots_dir=plots_dir,
-            bundle_dir=bundle_dir,
-            data_summary=data_summary(inputs),
-            example=_signature_example(result),
-        )
-    if promote:
-        registry.set_champion(config.model_name, record.version)
+    with registry.quiet():
+        uri = registry.check_tracking()
+        champion = current_champion(config.model_name)
+        result = train(inputs, config, previous=champion, progress=progress)
+        promote, reason, champ_metrics = compare_with_champion(result, champion, config)
+        progress("logging to MLflow and registering")
+        with tempfile.TemporaryDirectory(prefix="clientela-run-") as tmp:
+            bundle_dir = result.bundle.save(Path(tmp) / "bundle")
+            plots_dir = write_plots(result, Path(tmp) / "plots")
+            tags = {
+                "run_name": f"train as_of {result.bundle.manifest['as_of']}",
+                "as_of": result.bundle.manifest["as_of"],
+                "promotion": "champion" if promote else "challenger",
+                "promotion_reason": reason,
+                "plan_notes": " | ".join(result.plan.notes) or "full plan",
+            }
+            timing_metrics = {
+                "time_" + re.sub(r"\W+", "_", k).strip("_") + "_s": v
+                for k, v in result.timings.items()
+            }
+            record = registry.log_training_run(
+                experiment=result.config.experiment,
+                model_name=result.config.model_name,
+                params={**result.config.to_params(), **result.plan.to_params()},
+                metrics={
+                    **result.metrics,
+                    **result.bundle.btyd.to_params(),
+                    **champ_metrics,
+                    **timing_metrics,
+                },
+                tags=tags,
+                plots_dir=plots_dir,
+                bundle_dir=bundle_dir,
+                datasets=datasets(inputs),
+                quality=quality_counts(inputs),
+                example=_signature_example(result.bundle),
+            )
+        if promote:
+            registry.set_champion(config.model_name, record.version)
     return RunOutcome(result, record, promote, reason, champ_metrics, uri)

@@ -58,8 +58,6 @@ def choose_horizons(history_days: int, config: TrainConfig) -> tuple[int, int, l
                 f"({candidates[0]} days needs {needed_days(candidates[0])}); "
                 f"--{name}-horizon sets it"
             )
-        else:
-            notes.append(f"{name} horizon {fitting[0]} days (the default)")
     return chosen["churn"], chosen["value"], notes
 
 

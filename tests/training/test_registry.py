@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -62,9 +63,26 @@ def test_train_registers_promotes_and_rolls_back_on_sqlite(data_dir, tmp_path, m
     assert float(run.data.metrics["churn_auc"]) > float(run.data.metrics["baseline_churn_auc"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/churn_roc_calibration.png" in artifacts
-    # No raw personal data in params or tags.
-    logged = " ".join(map(str, [*run.data.params.values(), *run.data.tags.values()]))
-    assert "0000001" not in logged
+    assert run.data.params["value_horizon"] == "365" and run.data.params["churn_cutoffs"] == "4"
+    assert run.data.metrics["btyd_bgnbd_converged"] == 1.0
+    # The data as MLflow datasets: digest, schema and row count, never the rows.
+    inputs = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"transactions", "customers"}
+    assert len(inputs["transactions"].digest) == 32
+    assert '"num_rows"' in inputs["transactions"].profile
+    assert "customer_id" in inputs["transactions"].schema
+    # No raw personal data in params, tags, datasets or the model's input example.
+    logged = " ".join(
+        map(str, [*run.data.params.values(), *run.data.tags.values(), *inputs.values()])
+    )
+    assert "0000001" not in logged and "0000042" not in logged
+    model_dir = mlflow.artifacts.download_artifacts("models:/clientela/1", dst_path=str(tmp_path))
+    example = (Path(model_dir) / "input_example.json").read_text()
+    assert "example-regular" in example and "0000001" not in example
+    requirements = (Path(model_dir) / "requirements.txt").read_text()
+    assert "xgboost==" in requirements and "scikit-learn==" in requirements
+    for unneeded in ("bentoml", "typer", "matplotlib", "rich"):
+        assert unneeded not in requirements
 
     second = runner.invoke(
         app,
@@ -185,3 +203,39 @@ def test_train_against_an_mlflow_server_on_postgresql(
     assert str(version.version) == "1"
     assert client.get_run(version.run_id).info.status == "FINISHED"
     assert not (tmp_path / "mlflow.db").exists()  # nothing fell back to the embedded store
+
+
+def test_short_history_trains_through_the_cli_with_a_config_file(tmp_path, monkeypatch):
+    """Nine months of invoices: horizons chosen with a notice, one cutoff, said and logged."""
+    from dataclasses import replace
+
+    from mlflow import MlflowClient
+
+    from features.shops import SHOPS, generate_shop
+
+    _, tx, _ = generate_shop(replace(SHOPS["gift-wholesale"], customers=2500), seed=2)
+    tx[tx["timestamp"] < "2011-09-10"].to_csv(tmp_path / "invoices.csv", index=False)
+    (tmp_path / "train.toml").write_text(
+        '[train]\nexperiment = "gift-shop"\npersona_k_range = [2, 5]\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    result = runner.invoke(
+        app, ["train", "-t", "invoices.csv", "--config", "train.toml", "--value-horizon", "60"]
+    )
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())  # rich wraps long lines
+    assert "on 274 days of history: churn horizon 90 days (1 training cutoffs)" in out
+    assert "value horizon 60 days (1 training cutoffs)" in out
+    assert "notice: churn model: 1 training cutoff(s) 91 days apart with 94 days" in out
+    assert "INFO mlflow" not in out
+    assert "done models for the out-of-time evaluation" in out
+    client = MlflowClient()
+    run = client.get_run(client.get_model_version("clientela", "1").run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "gift-shop"
+    assert run.data.params["churn_cutoffs"] == "1" and run.data.params["value_horizon"] == "60"
+    assert run.data.params["persona_k_range"] == "(2, 5)"
+    assert "1 training cutoff(s)" in run.data.tags["plan_notes"]
+    bad = runner.invoke(app, ["train", "-t", "invoices.csv", "--churn-horizon", "200"])
+    assert bad.exit_code == 2
+    assert "the longest horizon it supports is 122 days" in " ".join(bad.output.split())
