@@ -63,7 +63,7 @@ def main() -> None:
     print(f"  {'plots + MLflow log/register':28s} {logged:6.1f} s")
     print(f"total training run: {t4 - t3:.1f} s (target <= 120 s)")
     print(
-        f"churn AUC {m['churn_auc']:.4f} vs BTYD {m['baseline_churn_auc']:.4f}; "
+        f"churn AUC (active customers) {m['churn_auc']:.4f} vs BTYD {m['baseline_churn_auc']:.4f}; "
         f"value Gini {m['value_normalized_gini']:.4f} vs BTYD "
         f"{m['baseline_value_normalized_gini']:.4f}"
     )
