@@ -68,9 +68,11 @@ def holdout_report(
     ):
         churn, value = churn.to_numpy("float64"), value.to_numpy("float64")
         v = value_metrics(spend, value)
+        active_churn = churn_metrics(y[active], churn[active])
         out[name] = {
             "auc_all": churn_metrics(y, churn)["auc"],
-            "auc_active": churn_metrics(y[active], churn[active])["auc"],
+            "auc_active": active_churn["auc"],
+            "calibration": active_churn["calibration_error"],
             "gini": v["normalized_gini"],
             "spearman": v["spearman"],
             "predicted_total": float(value.sum()),
@@ -85,12 +87,13 @@ def print_report(title: str, report: dict) -> None:
         f"({report['active']:,} active), true spend in the horizon {report['true_total']:,.0f}"
     )
     print(
-        f"  {'':6s} {'AUC all':>8s} {'AUC act':>8s} {'Gini':>7s} {'Spearman':>9s} "
-        f"{'predicted':>12s} {'bias':>7s}"
+        f"  {'':6s} {'AUC all':>8s} {'AUC act':>8s} {'cal.err':>8s} {'Gini':>7s} "
+        f"{'Spearman':>9s} {'predicted':>12s} {'bias':>7s}"
     )
     for name in ("model", "BTYD"):
         r = report[name]
         print(
-            f"  {name:6s} {r['auc_all']:8.3f} {r['auc_active']:8.3f} {r['gini']:7.3f} "
+            f"  {name:6s} {r['auc_all']:8.3f} {r['auc_active']:8.3f} {r['calibration']:8.3f} "
+            f"{r['gini']:7.3f} "
             f"{r['spearman']:9.3f} {r['predicted_total']:12,.0f} {r['bias']:+7.1%}"
         )
