@@ -31,6 +31,7 @@ format: install
 bench: install
 	$(BIN)/python benchmarks/realdata.py
 	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/personas.py
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/scoring.py

@@ -324,8 +324,9 @@ def _print_training(outcome) -> None:
         table.add_row(label, f"{m[key]:.3f}", f"{m['baseline_' + key]:.3f}")
     console.print(table)
     catalog = Table(title="personas", title_justify="left")
-    for col in ("id", "name", "share", "revenue share", "churn rate", "value bias"):
+    for col in ("id", "name", "share", "revenue share", "churn rate", "value at risk"):
         catalog.add_column(col)
+    catalog.add_column("what sets it apart", ratio=1)
     for row in outcome.result.bundle.manifest["persona_catalog"]:
         catalog.add_row(
             str(row["persona_id"]),
@@ -334,11 +335,13 @@ def _print_training(outcome) -> None:
                 "-" if row[k] is None else f"{row[k]:.1%}"  # None: too small to show
                 for k in ("share", "revenue_share", "churn_rate")
             ),
-            "-" if row["value_bias"] is None else f"{row['value_bias']:+.1%}",
+            "-" if row["value_at_risk"] is None else f"{row['value_at_risk']:,.0f}",
+            row["sets_apart"] or "-",
         )
     console.print(catalog)
     console.print(
-        f"personas: silhouette {m['persona_silhouette']:.3f}, "
+        f"personas: {m['persona_count']:.0f} from {m['persona_components']:.0f} mixture "
+        f"components, certainty {m['persona_certainty']:.1%}, "
         f"stability {m['persona_stability']:.1%}"
     )
     rec = outcome.record

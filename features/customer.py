@@ -44,6 +44,7 @@ NUMERIC_FEATURES = [
     "std_interpurchase_days",
     "lateness",
     "trend_90d",
+    "holiday_share",
     "days_since_activity",
     "as_of_month",
 ]
@@ -125,6 +126,10 @@ def customer_features(
         out[f"spend_{w}d"] = total(amount, days_ago < w)
     prev_90 = count((day_ago >= 90) & (day_ago < 180), day_code)
     out["trend_90d"] = out["purchase_days_90d"] - prev_90
+    # Share of purchase days in November and December: gift buyers buy then and little else.
+    month = (asof_day - day_ago).astype("datetime64[D]").astype("datetime64[M]").astype("int64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["holiday_share"] = np.where(has, count(month % 12 >= 10, day_code) / n_days, np.nan)
 
     # Inter-purchase intervals between consecutive purchase days of the same customer.
     same = day_code[1:] == day_code[:-1]

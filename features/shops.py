@@ -18,7 +18,7 @@ purchase rate, lifetime and basket vary around the group's values (Gamma heterog
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,7 @@ class Group:
     lifetime_years: float | None = 3.0  # mean; None: nobody leaves (pareto, periodic, seasonal)
     dropout: float = 0.1  # bgnbd: probability of leaving after each purchase
     basket: float = 50.0  # mean spend per purchase
-    basket_cv: float = 0.6  # variation of one customer's spend per purchase
+    basket_cv: float = 0.5  # variation of one customer's spend per purchase
     age: float | None = None
     income: float | None = None
     b2b: float | None = None  # share of business accounts
@@ -62,17 +62,25 @@ class Shop:
     end: str = "2025-12-31"
     prior_years: float = 0.0  # customers acquired this long before the data starts
     customers_file: bool = True
+    # Columns of the customers file.
+    attributes: tuple[str, ...] = (
+        "signup_date",
+        "age",
+        "gender",
+        "income",
+        "region",
+        "customer_type",
+    )
     refund_rate: float = 0.03
     repeat_line_rate: float = 0.01  # purchases exported as two identical rows (same item twice)
     same_day_rate: float = 0.05  # purchases followed by another order the same day
     age: tuple[float, float] = (42.0, 14.0)  # population mean and sd
     income: float = 50_000.0
     b2b: float = 0.02
+    # Gamma shape of the spread of rate, lifetime and basket between the customers of one group
+    # (8: a coefficient of variation of 0.35).
+    spread: float = 8.0
     description: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def sized(self, customers: int) -> Shop:
-        return replace(self, customers=customers)
 
 
 # fmt: off
@@ -80,67 +88,68 @@ SHOPS = {
     shop.name: shop
     for shop in (
         Shop("gift-wholesale", description="online gift shop: wholesalers beside consumers, "
-             "Christmas gifters, one-off buyers; a year of history, no attributes but region",
-             customers=8_000, years=1.0, end="2011-12-09", prior_years=1.0, groups=(
-            Group("wholesalers", 0.08, "pareto", 20, 4.0, basket=900, basket_cv=0.7, b2b=1.0, regions=(1, 1, 0, 0, 0)),
-            Group("regular consumers", 0.30, "pareto", 6, 2.0, basket=180, regions=(0, 0, 1, 1, 1)),
-            Group("christmas gifters", 0.22, "seasonal", 1.5, 4.0, basket=120, regions=(0, 0, 1, 1, 1)),
-            Group("one-off buyers", 0.40, "one-time", basket=90, regions=(0, 0, 1, 1, 1)),
+             "Christmas gifters, one-off buyers; two years of history, no attributes but region",
+             customers=8_000, years=2.0, end="2011-12-09", prior_years=1.0,
+             attributes=("region",), groups=(
+            Group("wholesalers", 0.08, "pareto", 24, 4.0, basket=900, basket_cv=0.7, b2b=1.0, regions=(1, 1, 0, 0, 0)),
+            Group("regular consumers", 0.30, "pareto", 8, 3.0, basket=150, regions=(0, 0, 1, 1, 1)),
+            Group("christmas gifters", 0.22, "seasonal", 2, 4.0, basket=200, regions=(0, 0, 1, 1, 1)),
+            Group("one-off buyers", 0.40, "one-time", basket=50, regions=(0, 0, 1, 1, 1)),
         )),
         Shop("grocery-receipts", description="grocery chain: four months of daily receipts",
              customers=6_000, years=0.33, prior_years=1.0, customers_file=False, groups=(
-            Group("weekly families", 0.45, "pareto", 50, 2.0, basket=85, basket_cv=0.4),
-            Group("daily top-ups", 0.20, "pareto", 150, 1.5, basket=12, basket_cv=0.5),
-            Group("occasional", 0.35, "pareto", 8, 1.0, basket=35),
+            Group("weekly families", 0.45, "pareto", 50, 3.0, basket=85, basket_cv=0.4),
+            Group("daily top-ups", 0.20, "pareto", 180, 2.0, basket=12, basket_cv=0.5),
+            Group("occasional", 0.35, "pareto", 10, 2.0, basket=30),
         )),
         Shop("b2b-supplier", description="supplier: monthly accounts, ad-hoc buyers, one-offs",
              customers=5_000, years=2.5, prior_years=1.0, groups=(
             Group("monthly accounts", 0.25, "periodic", 12, 4.0, basket=1_500, basket_cv=0.3, b2b=1.0),
-            Group("ad-hoc businesses", 0.35, "pareto", 4, 2.0, basket=400, b2b=1.0),
+            Group("ad-hoc businesses", 0.35, "pareto", 4, 3.0, basket=400, b2b=1.0),
             Group("consumers", 0.40, "bgnbd", 3, dropout=0.3, basket=80, b2b=0.0),
         )),
         Shop("fashion-attributes", description="fashion: groups that buy alike and differ in "
              "age, income and region only", customers=15_000, years=3.0, groups=(
-            Group("students", 0.30, "pareto", 5, 2.0, basket=60, age=21, income=15_000, regions=(1, 0, 0, 0, 0)),
-            Group("young professionals", 0.30, "pareto", 5, 2.0, basket=60, age=33, income=60_000, regions=(0, 1, 0, 0, 0)),
-            Group("families", 0.25, "pareto", 5, 2.0, basket=60, age=45, income=45_000, regions=(0, 0, 1, 0, 0)),
-            Group("retirees", 0.15, "pareto", 5, 2.0, basket=60, age=70, income=30_000, regions=(0, 0, 0, 1, 1)),
+            Group("students", 0.30, "pareto", 5, 3.0, basket=60, age=21, income=15_000, regions=(1, 0, 0, 0, 0)),
+            Group("young professionals", 0.30, "pareto", 5, 3.0, basket=60, age=33, income=60_000, regions=(0, 1, 0, 0, 0)),
+            Group("families", 0.25, "pareto", 5, 3.0, basket=60, age=45, income=45_000, regions=(0, 0, 1, 0, 0)),
+            Group("retirees", 0.15, "pareto", 5, 3.0, basket=60, age=70, income=30_000, regions=(0, 0, 0, 1, 1)),
         )),
         Shop("electronics-behaviour", description="electronics: groups told apart by behaviour "
              "only, no customers file", customers=20_000, years=3.0, customers_file=False, groups=(
-            Group("gadget fans", 0.10, "pareto", 12, 3.0, basket=150),
-            Group("accessory buyers", 0.30, "pareto", 4, 2.0, basket=25),
-            Group("big-ticket", 0.15, "pareto", 1, 4.0, basket=900),
-            Group("bargain hunters", 0.25, "bgnbd", 8, dropout=0.05, basket=40),
-            Group("one-timers", 0.20, "one-time", basket=120),
+            Group("gadget fans", 0.10, "pareto", 12, 4.0, basket=250),
+            Group("accessory buyers", 0.30, "pareto", 5, 3.0, basket=20),
+            Group("big-ticket", 0.15, "pareto", 1, 5.0, basket=1_200, basket_cv=0.3),
+            Group("deal hunters", 0.25, "bgnbd", 30, dropout=0.02, basket=15),
+            Group("one-timers", 0.20, "one-time", basket=150),
         )),
         Shop("department-store", description="department store: ten groups from 2% to 30%, "
              "behaviour and attributes", customers=60_000, years=3.0, prior_years=1.0, groups=(
-            Group("vip", 0.02, "pareto", 40, 5.0, basket=400, age=55, income=200_000),
-            Group("corporate", 0.03, "periodic", 12, 4.0, basket=2_000, basket_cv=0.3, b2b=1.0),
-            Group("loyal families", 0.15, "pareto", 18, 4.0, basket=90, age=42, income=70_000),
-            Group("young trendsetters", 0.10, "pareto", 10, 2.0, basket=70, age=24, income=30_000),
-            Group("seasonal gifters", 0.10, "seasonal", 2, 4.0, basket=150, age=50),
-            Group("weekend browsers", 0.30, "bgnbd", 4, dropout=0.15, basket=50),
-            Group("retired regulars", 0.08, "pareto", 12, 4.0, basket=45, age=72, income=35_000),
+            Group("vip", 0.02, "pareto", 40, 5.0, basket=600, age=55, income=200_000),
+            Group("corporate", 0.03, "periodic", 12, 5.0, basket=3_000, basket_cv=0.3, b2b=1.0),
+            Group("loyal families", 0.15, "pareto", 20, 5.0, basket=90, age=42, income=70_000, regions=(1, 1, 0, 0, 0)),
+            Group("young trendsetters", 0.10, "pareto", 12, 3.0, basket=60, age=24, income=30_000, regions=(0, 0, 1, 0, 0)),
+            Group("seasonal gifters", 0.10, "seasonal", 2, 5.0, basket=150, age=50),
+            Group("weekend browsers", 0.30, "pareto", 3, 3.0, basket=45, regions=(0, 0, 0, 1, 0)),
+            Group("retired regulars", 0.08, "pareto", 15, 5.0, basket=35, age=74, income=35_000),
             Group("one-off tourists", 0.12, "one-time", basket=110, regions=(0, 0, 0, 0, 1)),
-            Group("premium occasional", 0.05, "pareto", 2, 3.0, basket=600, income=120_000),
-            Group("bargain regulars", 0.05, "bgnbd", 25, dropout=0.02, basket=20, age=30),
+            Group("premium occasional", 0.05, "pareto", 2, 4.0, basket=800, income=150_000),
+            Group("bargain regulars", 0.05, "bgnbd", 40, dropout=0.01, basket=12, age=30),
         )),
         Shop("marketplace-large", description="large marketplace: 200k customers, six groups",
              customers=200_000, years=3.0, prior_years=0.5, groups=(
-            Group("power buyers", 0.05, "pareto", 30, 4.0, basket=80, age=38),
-            Group("business resellers", 0.05, "periodic", 24, 3.0, basket=700, basket_cv=0.4, b2b=1.0),
-            Group("regulars", 0.30, "pareto", 8, 2.5, basket=45),
-            Group("deal seekers", 0.25, "bgnbd", 10, dropout=0.08, basket=20, age=29),
-            Group("gift givers", 0.15, "seasonal", 2, 3.0, basket=90, age=55),
-            Group("one-timers", 0.20, "one-time", basket=60),
+            Group("power buyers", 0.05, "pareto", 40, 5.0, basket=90, age=38),
+            Group("business resellers", 0.05, "periodic", 24, 4.0, basket=900, basket_cv=0.4, b2b=1.0),
+            Group("regulars", 0.30, "pareto", 8, 4.0, basket=45),
+            Group("deal seekers", 0.25, "bgnbd", 12, dropout=0.03, basket=12, age=27),
+            Group("gift givers", 0.15, "seasonal", 2, 4.0, basket=120, age=55),
+            Group("one-timers", 0.20, "one-time", basket=70),
         )),
         Shop("subscription-pharmacy", description="pharmacy: monthly refills beside occasional "
              "buyers", customers=5_000, years=2.0, groups=(
-            Group("monthly refills", 0.35, "periodic", 12, 3.0, basket=45, basket_cv=0.2, age=64),
-            Group("quarterly refills", 0.25, "periodic", 4, 3.0, basket=110, basket_cv=0.2, age=58),
-            Group("occasional", 0.40, "pareto", 3, 1.5, basket=25, age=35),
+            Group("monthly refills", 0.35, "periodic", 12, 4.0, basket=45, basket_cv=0.2, age=66),
+            Group("quarterly refills", 0.25, "periodic", 4, 4.0, basket=140, basket_cv=0.2, age=55),
+            Group("occasional", 0.40, "pareto", 3, 2.0, basket=20, age=32),
         )),
     )
 }
@@ -211,7 +220,7 @@ def generate_shop(
         return np.array([default if v is None else v for v in values], dtype="float64")[group]
 
     process = np.array([g.process for g in groups])[group]
-    gamma = rng.gamma(6.0, 1 / 6.0, size=(3, n))  # heterogeneity of rate, lifetime, basket
+    gamma = rng.gamma(shop.spread, 1 / shop.spread, size=(3, n))  # rate, lifetime, basket
     rate = per("purchases_per_year") / 365.25 * gamma[0]
     lifetime = rng.exponential(per("lifetime_years", np.inf) * 365.25 * gamma[1])
     birth = earliest + rng.random(n) * (horizon - earliest)
@@ -318,7 +327,7 @@ def _attributes(rng, shop: Shop, group, ids, start, birth) -> pd.DataFrame:
     cdf = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)[group]
     region = np.array(REGIONS)[np.minimum((rng.random(n)[:, None] > cdf).sum(axis=1), 4)]
     signup = (start + pd.to_timedelta(np.floor(birth), unit="D")).floor("D")
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "customer_id": pd.Series(ids, dtype="str"),
             "signup_date": signup.astype("datetime64[us, UTC]"),
@@ -329,3 +338,4 @@ def _attributes(rng, shop: Shop, group, ids, start, birth) -> pd.DataFrame:
             "customer_type": np.where(b2b, "B2B", "B2C"),
         }
     )
+    return table[["customer_id", *shop.attributes]]

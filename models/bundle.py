@@ -90,9 +90,8 @@ class Bundle:
     @property
     def feature_columns(self) -> list[str]:
         """The feature-table columns this bundle reads (the BTYD outputs it adds itself)."""
-        return ["customer_id", "has_purchase"] + [
-            c for c in self.encoder.input_columns_ if c not in BTYD_FEATURES
-        ]
+        columns = ["customer_id", *self.persona.input_columns_, *self.encoder.input_columns_]
+        return [c for c in dict.fromkeys(columns) if c not in BTYD_FEATURES]
 
     def model_inputs(self, features: pd.DataFrame) -> pd.DataFrame:
         """Features plus the BTYD baseline's outputs, which the boosted models also use."""

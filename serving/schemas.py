@@ -44,10 +44,13 @@ class Customer(BaseModel):
 
 
 class FeatureRecord(BaseModel):
-    """One row of the customer feature table, as written by `clientela features`."""
+    """One row of the customer feature table, as written by `clientela features`. Every
+    column the served model reads must be given (null where unknown); unknown fields are
+    refused by name."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     customer_id: CustomerId
+    as_of: str | None = Field(None, description="the day of the features (informational)")
     lifecycle_stage: str = Field(pattern="^(" + "|".join(LIFECYCLE_STAGES) + ")$")
     has_purchase: bool = True
     recency_days: Days | None
@@ -71,6 +74,7 @@ class FeatureRecord(BaseModel):
     std_interpurchase_days: Days | None = None
     lateness: float | None = None
     trend_90d: float | None = None
+    holiday_share: float | None = Field(None, ge=0, le=1)
     as_of_month: int | None = Field(None, ge=1, le=12)
     n_categories: Count | None = None
     n_channels: Count | None = None

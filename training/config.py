@@ -24,7 +24,7 @@ class TrainConfig:
     # within this many churn horizons before it. Long-gone customers are easy to call churned.
     active_horizons: float = 2.0
     n_personas: int | None = None  # None: chosen in persona_k_range
-    persona_k_range: tuple[int, int] = (3, 8)
+    persona_k_range: tuple[int, int] = (2, 12)  # mixture components, chosen by BIC
     # A persona with fewer customers shows only its size in the catalog (logged to MLflow and
     # served by /personas): the averages of a handful of customers are their own data.
     min_persona_size: int = 50

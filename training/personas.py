@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import silhouette_score
 
-from models.persona import PersonaModel
+from models.persona import PersonaModel, distinctions
 from training.config import TrainConfig
 
 
@@ -18,16 +17,13 @@ def fit_personas(
     model = PersonaModel(
         config.n_personas, config.persona_k_range, random_state=config.random_state
     ).fit(features, previous=previous)
-    assigned = model.predict(features)
-    rng = np.random.default_rng(config.random_state)
-    sample = rng.choice(len(features), min(5000, len(features)), replace=False)
+    posteriors = model.posteriors(features)
+    assigned = model.ids_[posteriors.argmax(axis=1)]
     metrics = {
         "persona_count": float(len(model.ids_)),
-        "persona_silhouette": float(
-            silhouette_score(model.matrix(features.iloc[sample]), assigned[sample])
-        )
-        if len(set(assigned[sample])) > 1
-        else float("nan"),
+        "persona_components": float(model.classes_.n_classes),
+        # How clearly customers belong: the mean probability of their own persona.
+        "persona_certainty": float(posteriors.max(axis=1).mean()),
         "persona_stability": stability(model, features, assigned, config),
     }
     return model, assigned, metrics
@@ -42,8 +38,9 @@ def stability(
     same = []
     for i in range(config.stability_resamples):
         sample = features.iloc[rng.integers(0, len(features), len(features))]
-        # Same number of personas: this measures whether the assignment is stable.
-        refit = PersonaModel(len(model.ids_), random_state=config.random_state + i + 1)
+        # Same number of components: this measures whether the assignment is stable.
+        k = model.classes_.n_classes
+        refit = PersonaModel(k_range=(k, k), random_state=config.random_state + i + 1)
         refit = refit.fit(sample, previous=model)
         same.append(float(np.mean(refit.predict(features) == base)))
     return float(np.mean(same)) if same else float("nan")
@@ -105,6 +102,7 @@ def persona_catalog(
     with np.errstate(divide="ignore", invalid="ignore"):
         bias = past_value["predicted"] / past_value["actual"] - 1
     catalog["value_bias"] = bias.replace([np.inf, -np.inf], np.nan).reindex(catalog.index)
+    catalog["sets_apart"] = pd.Series(distinctions(features, assigned)).reindex(catalog.index)
     catalog = suppress_small_personas(catalog.reset_index(), min_size)
     catalog.insert(1, "persona_name", persona.name_of(catalog["persona_id"].to_numpy()))
     return catalog.round(4).astype(object).where(catalog.notna(), None)
@@ -114,6 +112,10 @@ def suppress_small_personas(catalog: pd.DataFrame, min_size: int) -> pd.DataFram
     """Blank every per-persona aggregate (demographics, behaviour, churn, value) of personas
     with fewer than `min_size` customers; their id, size and share stay."""
     stats = [c for c in catalog.columns if c not in ("persona_id", "size", "share")]
-    out = catalog.astype({c: "float64" for c in stats})
-    out.loc[out["size"] < min_size, stats] = np.nan
+    text = [c for c in stats if not pd.api.types.is_numeric_dtype(catalog[c])]
+    out = catalog.astype({c: "float64" for c in stats if c not in text})
+    small = out["size"] < min_size
+    out.loc[small, [c for c in stats if c not in text]] = np.nan
+    for col in text:
+        out[col] = out[col].where(~small, None)
     return out

@@ -73,6 +73,14 @@ def test_lifecycle_walk_in_and_regular():
     assert f.loc["R", "lifecycle_stage"] == "regular"
 
 
+def test_holiday_share_counts_purchase_days_in_november_and_december():
+    rows = [("G", "2022-11-30", "5"), ("G", "2022-12-24", "5"), ("G", "2022-12-24", "9")]
+    rows += [("G", "2023-01-01", "5"), ("G", "2023-10-31", "5"), ("R", "2023-10-31", "-5")]
+    f = customer_features(table(rows), "2023-12-31").set_index("customer_id")
+    assert f.loc["G", "holiday_share"] == pytest.approx(2 / 4)  # 4 purchase days, 2 of them
+    assert np.isnan(f.loc["R", "holiday_share"])  # refunds only: no purchase days
+
+
 def test_rows_after_as_of_change_nothing():
     before = customer_features(HAND, AS_OF)
     later = table([("A", "2024-04-02", "500"), ("E", "2024-05-01", "7")])

@@ -213,7 +213,8 @@ def test_short_history_trains_through_the_cli_with_a_config_file(tmp_path, monke
 
     from features.shops import SHOPS, generate_shop
 
-    _, tx, _ = generate_shop(replace(SHOPS["gift-wholesale"], customers=2500), seed=2)
+    shop = replace(SHOPS["gift-wholesale"], customers=2500, years=1.0)
+    _, tx, _ = generate_shop(shop, seed=2)
     tx[tx["timestamp"] < "2011-09-10"].to_csv(tmp_path / "invoices.csv", index=False)
     (tmp_path / "train.toml").write_text(
         '[train]\nexperiment = "gift-shop"\npersona_k_range = [2, 5]\n'

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from features.customer import customer_features
 from features.load import Inputs
@@ -28,8 +29,9 @@ def make_inputs(n=5000, seed=5, years=3.0):
     return Inputs(clean, as_of, cust, [report]), truth
 
 
-def shop_inputs(name, customers, seed=1, as_of=None):
-    attrs, tx, truth = generate_shop(replace(SHOPS[name], customers=customers), seed=seed)
+def shop_inputs(name, customers, seed=1, as_of=None, **changes):
+    shop = replace(SHOPS[name], customers=customers, **changes)
+    attrs, tx, truth = generate_shop(shop, seed=seed)
     clean, last, report = validate_transactions(tx, as_of=as_of)
     attrs = validate_customers(attrs)[0] if attrs is not None else None
     return Inputs(clean, last, attrs, [report]), truth
@@ -42,7 +44,7 @@ def trained():
 
 
 def test_default_plan_on_three_years_and_the_bundle_records_it(trained):
-    inputs, _, result = trained
+    inputs, truth, result = trained
     plan = result.plan
     assert (plan.churn.horizon, plan.value.horizon) == (90, 365)
     assert plan.value.n_cutoffs == 4 and plan.churn.n_cutoffs == 4
@@ -51,7 +53,14 @@ def test_default_plan_on_three_years_and_the_bundle_records_it(trained):
     assert manifest["plan"]["value_cutoffs"] == "4"
     m = result.metrics
     assert m["churn_calibration_error"] < 0.05
-    assert m["persona_count"] == 5 and m["persona_stability"] >= 0.95
+    # Bootstrap refits (a harsher test than a retrain, see tests/models/test_persona.py).
+    assert abs(m["persona_count"] - 5) <= 1 and m["persona_stability"] >= 0.9
+    buyers = inputs.transactions["customer_id"].unique()
+    planted = truth.set_index("customer_id").loc[buyers, "persona_id"]
+    feats = customer_features(inputs.transactions, inputs.as_of, inputs.customers)
+    feats = feats.set_index("customer_id").loc[buyers].reset_index()
+    assigned = result.bundle.persona.predict(feats)
+    assert adjusted_rand_score(planted, assigned) >= 0.85
     # Active customers are the harder, honest population; all customers stay beside them.
     assert m["eval_customers_churn"] < m["eval_customers_churn_all"]
     assert m["churn_auc"] < m["churn_all_auc"]
@@ -67,7 +76,8 @@ def test_models_beat_btyd_clearly_on_a_shop_that_does_not_follow_bgnbd():
 
 
 def test_nine_months_of_invoices_train_at_90_days():
-    inputs, _ = shop_inputs("gift-wholesale", 3000, as_of="2011-09-09")
+    # One year of data ending 2011-12-09, cut at 2011-09-09: nine months, like Online Retail.
+    inputs, _ = shop_inputs("gift-wholesale", 3000, as_of="2011-09-09", years=1.0)
     result = train(inputs, TrainConfig(churn_horizon=90, value_horizon=90))
     plan = result.plan
     assert plan.history_days == 274 and plan.churn.n_cutoffs == 1
