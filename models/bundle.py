@@ -14,6 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.customer import NUMERIC_FEATURES, OPTIONAL_BREADTH
+from features.schema import DataError
 from models.boosted import ChurnModel, ValueModel, matrix
 from models.btyd import BTYDBaseline
 from models.encoding import BTYD_FEATURES, FeatureEncoder
@@ -93,6 +95,27 @@ class Bundle:
         columns = ["customer_id", *self.persona.input_columns_, *self.encoder.input_columns_]
         return [c for c in dict.fromkeys(columns) if c not in BTYD_FEATURES]
 
+    def check_columns(self, features: pd.DataFrame) -> None:
+        """Refuse a feature table that lacks a column this model reads, or holds text where a
+        number belongs: filling them in would move every prediction without a word."""
+        missing = [c for c in self.feature_columns if c not in features.columns]
+        if missing:
+            raise DataError(
+                f"the feature table lacks {len(missing)} column(s) model {self.version} reads: "
+                f"{', '.join(missing)} (write it with `clientela features` and the same inputs "
+                "as training: transactions, and customers if training had them)"
+            )
+        numeric = {*NUMERIC_FEATURES, *OPTIONAL_BREADTH.values(), "age", "income", "signup_days"}
+        wrong = [
+            f"{c} ({features[c].dtype})"
+            for c in self.feature_columns
+            if c in numeric
+            and not pd.api.types.is_numeric_dtype(features[c])
+            and features[c].notna().any()
+        ]
+        if wrong:
+            raise DataError(f"feature column(s) that must be numbers hold text: {', '.join(wrong)}")
+
     def model_inputs(self, features: pd.DataFrame) -> pd.DataFrame:
         """Features plus the BTYD baseline's outputs, which the boosted models also use."""
         return self.btyd.add_to(features, self.churn_horizon, self.value_horizon)
@@ -103,6 +126,7 @@ class Bundle:
         """Per-customer predictions for a feature table as columns (the names of
         `OUTPUT_COLUMNS`): no per-row objects, so the API builds its records straight from
         them."""
+        self.check_columns(features)
         features = features.reset_index(drop=True)
         inputs = self.model_inputs(features)
         X = self.encoder.transform(inputs)

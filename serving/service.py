@@ -14,7 +14,7 @@ import hmac
 import logging
 import os
 from collections import Counter
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 import bentoml
@@ -26,7 +26,7 @@ from pydantic import Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from features.customer import customer_features
+from features.customer import ATTRIBUTE_CATEGORICAL, ATTRIBUTE_NUMERIC, customer_features
 from features.schema import DataError
 from features.validation import validate_customers, validate_transactions
 from models.registry import DEFAULT_URI, load_bundle
@@ -186,7 +186,10 @@ class Clientela:
         return getattr(self, "bundle", None) is not None
 
     def _scored(self, features: pd.DataFrame) -> ScoreResponse:
-        scored = records(self.bundle, features)
+        try:
+            scored = records(self.bundle, features)
+        except DataError as exc:
+            raise BadInput(str(exc)) from None
         count(labels(scored))
         return ScoreResponse(predictions=scored)
 
@@ -198,9 +201,12 @@ class Clientela:
         as_of: date | None = None,
     ) -> ScoreResponse:
         """Score customers from their transactions; features are computed by the same code as
-        training. `as_of` defaults to the latest transaction's day."""
+        training. `as_of` (the day the answer is for) defaults to today in UTC, so a customer
+        whose last purchase was months ago is scored as lapsed; transactions after `as_of` are
+        refused."""
         raw = pd.DataFrame([t.model_dump() for t in transactions])
         _check_limit("transactions", raw["customer_id"].nunique())
+        as_of = as_of or datetime.now(UTC).date()
         try:
             tx, day, _ = validate_transactions(raw, as_of=as_of, source="transactions")
             attrs = None
@@ -210,7 +216,13 @@ class Clientela:
                 )
         except DataError as exc:
             raise BadInput(str(exc)) from None
-        return self._scored(customer_features(tx, day, attrs))
+        feats = customer_features(tx, day, attrs)
+        # Without `customers` (or without some of their columns) attributes are unknown, as
+        # for a customer missing from the customers file in batch scoring.
+        unknown = [c for c in self.bundle.feature_columns if c not in feats.columns]
+        unknown_attrs = [c for c in unknown if c in ATTRIBUTE_NUMERIC + ATTRIBUTE_CATEGORICAL]
+        feats = feats.assign(**dict.fromkeys(unknown_attrs, np.nan))
+        return self._scored(feats)
 
     @bentoml.api(route="/score/features")
     def score_features(
@@ -218,6 +230,13 @@ class Clientela:
     ) -> ScoreResponse:
         """Score feature records (rows of `clientela features` output)."""
         _check_limit("features", len(features))
+        needed = set(self.bundle.feature_columns)
+        for i, record in enumerate(features):
+            if missing := sorted(needed - record.model_fields_set):
+                raise BadInput(
+                    f"features[{i}] lacks {len(missing)} field(s) model {self.bundle.version} "
+                    f"reads: {', '.join(missing)} (null is allowed where the value is unknown)"
+                )
         frame = pd.DataFrame([f.model_dump() for f in features]).replace({None: np.nan})
         return self._scored(frame)
 

@@ -78,6 +78,8 @@ class Snapshot:
                 f"feature snapshot {self.spec} has no column {exc}; `clientela score` writes a "
                 "complete one"
             ) from None
+        except DataError as exc:
+            raise DataError(f"feature snapshot {self.spec}: {exc}") from None
 
     def _answer_all(self, frame: pd.DataFrame) -> None:
         self.answers, self.labels, shared = {}, {}, {}

@@ -67,6 +67,32 @@ def test_score_by_feature_records(client, served):
         assert_same_as_batch(p, served["predictions"])
 
 
+def test_as_of_defaults_to_today_so_a_lapsed_customer_is_scored_as_lapsed(client):
+    """Four purchases a year and more ago: on the day of the last one the customer looks
+    active; today (the default) they are lapsed and much more likely to have churned."""
+    last = pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=400)
+    rows = [
+        {"customer_id": "L", "timestamp": str((last - pd.Timedelta(days=d)).date()), "amount": 40}
+        for d in (0, 30, 60, 90)
+    ]
+    then = client.post(
+        "/score/transactions", json={"transactions": rows, "as_of": str(last.date())}
+    ).json()["predictions"][0]
+    today = client.post("/score/transactions", json={"transactions": rows}).json()["predictions"]
+    assert today[0]["lifecycle_stage"] == "lapsed" and then["lifecycle_stage"] != "lapsed"
+    assert today[0]["churn_probability"] > then["churn_probability"] + 0.2
+
+
+def test_feature_records_must_carry_every_model_field_and_nothing_unknown(client, served):
+    record = json.loads(pd.read_parquet(served["snapshot"]).head(1).to_json(orient="records"))[0]
+    short = {k: v for k, v in record.items() if k not in ("spend_90d", "holiday_share")}
+    response = client.post("/score/features", json={"features": [short]})
+    assert response.status_code == 400
+    assert "lacks 2 field(s)" in response.text and "holiday_share, spend_90d" in response.text
+    response = client.post("/score/features", json={"features": [record | {"loyalty": 3}]})
+    assert response.status_code == 400 and "loyalty" in response.text
+
+
 def test_catalog_and_metadata(client):
     personas = client.get("/personas").json()["personas"]
     assert len(personas) == 5 and {"persona_id", "persona_name", "share"} <= set(personas[0])

@@ -137,7 +137,7 @@ def test_non_finite_numbers_become_null():
 def test_snapshot_without_feature_columns_is_a_clear_error(served, tmp_path):
     pd.DataFrame({"customer_id": ["a"], "as_of": ["2025-12-31"]}).to_parquet(tmp_path / "x.parquet")
     bundle = Bundle.load(served["bundle_dir"])
-    with pytest.raises(DataError, match="x.parquet has no column"):
+    with pytest.raises(DataError, match="x.parquet: the feature table lacks"):
         Snapshot(str(tmp_path / "x.parquet"), bundle)
 
 
@@ -145,5 +145,22 @@ def test_postgresql_snapshot_without_feature_columns_fails_at_start(served, pg_u
     incomplete = pd.DataFrame({"customer_id": ["a"], "as_of": ["2025-12-31"]})
     incomplete.to_sql("clientela_test_incomplete", pg_url, if_exists="replace", index=False)
     bundle = Bundle.load(served["bundle_dir"])
-    with pytest.raises(DataError, match="clientela_test_incomplete has no column"):
+    with pytest.raises(DataError, match="clientela_test_incomplete: the feature table lacks"):
         Snapshot(f"{pg_url}#clientela_test_incomplete", bundle)
+
+
+def test_a_feature_table_missing_model_columns_is_refused_by_name(served):
+    bundle = Bundle.load(served["bundle_dir"])
+    feats = pd.read_parquet(served["snapshot"]).head(20)
+    dropped = ["recency_days", "spend_90d", "age"]
+    with pytest.raises(DataError, match="lacks 3 column") as error:
+        score_features(feats.drop(columns=dropped), bundle, "2025-12-31")
+    assert all(name in str(error.value) for name in dropped)
+
+
+def test_text_in_a_numeric_feature_column_is_refused_by_name(served):
+    bundle = Bundle.load(served["bundle_dir"])
+    feats = pd.read_parquet(served["snapshot"]).head(20)
+    feats["frequency"] = feats["frequency"].astype("str")
+    with pytest.raises(DataError, match="must be numbers hold text: frequency"):
+        score_features(feats, bundle, "2025-12-31")
