@@ -464,10 +464,16 @@ def score(
 def serve(
     model: ModelUri = "models:/clientela@champion",
     port: Annotated[int, typer.Option(help="HTTP port")] = 3000,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0: every interface)")
+    ] = "127.0.0.1",
     snapshot: Annotated[str, typer.Option(help="Feature snapshot for lookups by id")] = (
         "clientela_snapshot.parquet"
     ),
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per core)")] = 1,
+    max_concurrency: Annotated[
+        int, typer.Option(min=1, help="Requests in flight per worker; more get a 503")
+    ] = 64,
     access_log: Annotated[bool, typer.Option(help="Log every request (costs throughput)")] = False,
     tracing: Annotated[
         bool,
@@ -483,24 +489,55 @@ def serve(
     with console.status(f"checking model {model}"):
         bundle = load_bundle(model)  # a corrupt or missing bundle stops here, clearly
     console.print(f"model {bundle.version} (trained as of {bundle.manifest['as_of']}) is valid")
+    # Every worker serves this very version: an alias resolved by each worker as it starts
+    # would mix versions across a promotion. Restart to follow the alias.
+    served = pinned(model, bundle)
+    _check_port(host, port)
 
-    overrides = {"workers": workers, "logging": {"access": {"enabled": access_log}}}
+    overrides = {
+        "workers": workers,
+        "logging": {"access": {"enabled": access_log}},
+        # BentoML shares the limit among the workers.
+        "traffic": {"timeout": 60, "max_concurrency": max_concurrency * workers},
+    }
     if tracing:  # the exporter comes from a BentoML config file (BENTOML_CONFIG)
         overrides["tracing"] = {"excluded_urls": ["/readyz", "/livez", "/metrics"]}
     env = {
         **os.environ,
-        "CLIENTELA_MODEL": model,
+        "CLIENTELA_MODEL": served,
         "CLIENTELA_SNAPSHOT": snapshot,
         "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"clientela": overrides}}),
     }
     console.print(
-        f"serving {model} on http://127.0.0.1:{port} with {workers} worker(s) "
+        f"serving {served} on http://{host}:{port} with {workers} worker(s) "
         "(docs at /docs, metrics at /metrics)"
     )
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Clientela"]
     # Replace this process, so that a stop signal reaches BentoML and its workers directly.
     sys.stdout.flush()
-    os.execve(sys.executable, [*command, "--port", str(port)], env)
+    os.execve(sys.executable, [*command, "--host", host, "--port", str(port)], env)
+
+
+def pinned(model: str, bundle) -> str:
+    """The model to serve as a fixed version: `models:/NAME/N` for a registry alias (resolved
+    once, here), the path itself for a bundle directory."""
+    if model.startswith("models:/") and "@" in model:
+        return f"models:/{bundle.version}"  # the registry version, NAME/N
+    return model
+
+
+def _check_port(host: str, port: int) -> None:
+    """One clear line, before anything starts, when the address is taken or not ours."""
+    import socket
+
+    from features.schema import DataError
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise DataError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 @app.command()

@@ -21,7 +21,7 @@ from models.btyd import BTYDBaseline
 from models.encoding import BTYD_FEATURES, FeatureEncoder
 from models.persona import PersonaModel
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: latent-class personas
 FORMAT = "clientela-bundle"
 RISK_BANDS = {"low": 0.3, "medium": 0.6}  # p < 0.3 low, < 0.6 medium, else high
 OUTPUT_COLUMNS = [
@@ -50,6 +50,10 @@ def no_reasons(n: int) -> pa.ListArray:
 
 class BundleError(RuntimeError):
     """A bundle that cannot be used: missing, corrupt, or from another format/schema."""
+
+
+class BundleSchemaError(BundleError):
+    """A sound bundle written by a clientela whose bundle schema this one does not read."""
 
 
 def sha256(path: Path) -> str:
@@ -231,11 +235,13 @@ class Bundle:
         if manifest.get("format") != FORMAT:
             raise BundleError(f"{directory} is not a clientela bundle (format is missing)")
         if manifest.get("schema_version") != SCHEMA_VERSION:
-            raise BundleError(
+            raise BundleSchemaError(
                 f"{directory} has bundle schema version {manifest.get('schema_version')}, "
                 f"this clientela reads version {SCHEMA_VERSION}"
             )
-        for name, expected in manifest.get("files", {}).items():
+        if not isinstance(manifest.get("files"), dict) or not manifest["files"]:
+            raise BundleError(f"{manifest_path} lists no files with their sha256: refused")
+        for name, expected in manifest["files"].items():
             path = directory / name
             if not path.is_file():
                 raise BundleError(f"bundle {directory} is missing {name}")

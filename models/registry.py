@@ -14,11 +14,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.bundle import Bundle, BundleError
+from models.bundle import Bundle, BundleError, sha256
 
 DEFAULT_NAME = "clientela"
 DEFAULT_URI = f"models:/{DEFAULT_NAME}@champion"
 CHAMPION, CHALLENGER = "champion", "challenger"
+MANIFEST_TAG = "manifest_sha256"  # model version tag: sha256 of the bundle's manifest
 HISTORY_TAG = "champion_history"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 
@@ -170,15 +171,18 @@ def log_training_run(
                 signature=signature,
                 input_example=example[0] if example else None,
             )
-            version = _register(info.model_uri, model_name, run.info.run_id)
+            manifest_digest = sha256(Path(bundle_dir) / "manifest.json")
+            mlflow.set_tag("manifest_sha256", manifest_digest)
+            version = _register(info.model_uri, model_name, run.info.run_id, manifest_digest)
         return RunRecord(run.info.run_id, run.info.experiment_id, version, info.model_uri)
 
 
-def _register(model_uri: str, name: str, run_id: str) -> str:
+def _register(model_uri: str, name: str, run_id: str, manifest_digest: str) -> str:
     import mlflow
 
     client = _client()
-    mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+    tags = {"run_id": run_id, MANIFEST_TAG: manifest_digest}
+    mv = mlflow.register_model(model_uri, name, tags=tags)
     try:
         client.set_registered_model_alias(name, CHALLENGER, mv.version)
     except Exception:
@@ -263,16 +267,26 @@ def load_bundle(uri: str = DEFAULT_URI) -> Bundle:
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        target = tempfile.mkdtemp(prefix="clientela-bundle-")
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=target
-            )
-        except MlflowException as exc:
-            raise RegistryError(f"cannot load models:/{name}/{version}: {exc.message}") from None
-    bundle_dir = Path(local) / "artifacts" / "bundle"
-    if not bundle_dir.is_dir():
-        raise BundleError(f"models:/{name}/{version} holds no clientela bundle")
-    bundle = Bundle.load(bundle_dir)
+        with tempfile.TemporaryDirectory(prefix="clientela-bundle-") as target:
+            try:
+                recorded = _client().get_model_version(name, version).tags.get(MANIFEST_TAG)
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{version}", dst_path=target
+                )
+            except MlflowException as exc:
+                raise RegistryError(
+                    f"cannot load models:/{name}/{version}: {exc.message}"
+                ) from None
+            bundle_dir = Path(local) / "artifacts" / "bundle"
+            if not bundle_dir.is_dir():
+                raise BundleError(f"models:/{name}/{version} holds no clientela bundle")
+            # The manifest lists every file's sha256; its own digest was recorded at
+            # registration, so an edited manifest (horizons, quantiles) is refused too.
+            if recorded is None or sha256(bundle_dir / "manifest.json") != recorded:
+                raise BundleError(
+                    f"models:/{name}/{version}: manifest.json does not match the digest "
+                    "recorded at registration (edited or replaced): refused"
+                )
+            bundle = Bundle.load(bundle_dir)  # reads every file into memory
     bundle.manifest["model_version"] = f"{name}/{version}"
     return bundle

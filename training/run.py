@@ -16,7 +16,7 @@ import pandas as pd
 
 from features.load import Inputs
 from models import registry
-from models.bundle import Bundle, BundleError, joined_reasons
+from models.bundle import Bundle, BundleError, BundleSchemaError, joined_reasons
 from training.config import TrainConfig
 from training.examples import FeatureCache
 from training.fit import Evaluation, evaluate, fit_models
@@ -140,14 +140,23 @@ class RunOutcome:
     tracking_uri: str
 
 
-def current_champion(name: str) -> Bundle | None:
-    """The champion bundle, or None when there is none (or it can no longer be read)."""
+def current_champion(name: str) -> tuple[Bundle | None, str | None]:
+    """(The champion bundle, None), or (None, why) when there is none or it was written by a
+    clientela whose bundle format this one does not read. Any other failure to read it stops
+    the run: promoting over a champion nobody could read would restart persona ids."""
     if registry.alias_version(name, registry.CHAMPION) is None:
-        return None
+        return None, None
+    uri = f"models:/{name}@{registry.CHAMPION}"
     try:
-        return registry.load_bundle(f"models:/{name}@{registry.CHAMPION}")
-    except (BundleError, registry.RegistryError):
-        return None
+        return registry.load_bundle(uri), None
+    except BundleSchemaError as exc:
+        return None, f"the champion is from another clientela ({exc}); persona ids restart"
+    except (BundleError, registry.RegistryError) as exc:
+        raise registry.RegistryError(
+            f"the champion {uri} cannot be read: {exc}. Training stops rather than replace it; "
+            "repair the store, or point the alias at a readable version with "
+            "`clientela rollback` or `clientela promote`"
+        ) from None
 
 
 def _signature_example(bundle: Bundle) -> tuple:
@@ -182,9 +191,11 @@ def run_training(inputs: Inputs, config: TrainConfig, progress: Progress) -> Run
 
     with registry.quiet():
         uri = registry.check_tracking()
-        champion = current_champion(config.model_name)
+        champion, unreadable = current_champion(config.model_name)
         result = train(inputs, config, previous=champion, progress=progress)
         promote, reason, champ_metrics = compare_with_champion(result, champion, config)
+        if unreadable:
+            reason = f"{reason} ({unreadable})"
         progress("logging to MLflow and registering")
         with tempfile.TemporaryDirectory(prefix="clientela-run-") as tmp:
             bundle_dir = result.bundle.save(Path(tmp) / "bundle")

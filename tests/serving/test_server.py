@@ -88,3 +88,30 @@ def test_corrupt_bundle_stops_the_server_with_a_clear_log_line(served, tmp_path)
             pytest.fail("the server kept running with a corrupt bundle")
     assert code != 0
     assert "sha256 of persona.json does not match" in log_path.read_text()
+
+
+def test_a_port_in_use_is_one_clear_line_and_exit_2(served):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [*CLI, "serve", "--model", str(served["bundle_dir"]), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_an_alias_is_served_as_the_version_it_points_to_now():
+    from clientela import pinned
+    from models.bundle import Bundle
+
+    bundle = Bundle.__new__(Bundle)
+    bundle.manifest = {"model_version": "clientela/7"}
+    assert pinned("models:/clientela@champion", bundle) == "models:/clientela/7"
+    assert pinned("models:/clientela/3", bundle) == "models:/clientela/3"
+    assert pinned("/srv/bundle", bundle) == "/srv/bundle"

@@ -16,7 +16,7 @@ from features.shops import SHOPS, generate_shop
 from features.synthetic import generate
 from features.validation import DAY, validate_customers, validate_transactions
 from models.boosted import matrix
-from models.bundle import OUTPUT_COLUMNS, Bundle, BundleError
+from models.bundle import OUTPUT_COLUMNS, SCHEMA_VERSION, Bundle, BundleError, BundleSchemaError
 from training.config import TrainConfig
 from training.promotion import compare_with_champion
 from training.run import datasets, quality_counts, train
@@ -195,8 +195,13 @@ def test_corrupt_or_foreign_bundle_is_refused(trained, tmp_path):
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["schema_version"] = 99
     (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="schema version 99"):
+    with pytest.raises(BundleSchemaError, match="schema version 99"):
         Bundle.load(path)
+    manifest["schema_version"] = SCHEMA_VERSION
+    for files in ({}, None):  # a manifest that vouches for nothing
+        (path / "manifest.json").write_text(json.dumps(manifest | {"files": files}))
+        with pytest.raises(BundleError, match="lists no files with their sha256"):
+            Bundle.load(path)
     with pytest.raises(BundleError, match="no manifest.json"):
         Bundle.load(tmp_path)
 
