@@ -6,6 +6,7 @@ A SQL source is written `URL#table` or `URL#SELECT ...`; a SQL sink is `URL#tabl
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -56,7 +57,8 @@ def engine_for(url: str):
     import sqlalchemy
 
     try:
-        return sqlalchemy.create_engine(url)
+        # pool_pre_ping: a connection the database dropped (a restart) is replaced, not used.
+        return sqlalchemy.create_engine(url, pool_pre_ping=True)
     except Exception as exc:  # bad dialect, missing driver
         raise DataError(f"cannot use database URL {redact(url)}: {exc}") from None
 
@@ -156,34 +158,50 @@ def write_table(frame: pd.DataFrame, spec: str | Path) -> str:
 
 
 def _write_sql(frame: pd.DataFrame, spec: str) -> str:
-    """Replace the table, loading rows with PostgreSQL COPY where available."""
+    """Replace the table atomically: load the rows into a staging table (PostgreSQL COPY where
+    available), then drop the old table and rename the new one in one transaction. A reader
+    sees the old rows or the new ones, never an empty or half-loaded table, and a failed load
+    leaves the old table as it was."""
     url, table = split_table(spec)
+    schema, _, name = table.rpartition(".")
+    staging = f"{name}__clientela_staging"
     engine = engine_for(url)
+    quote = engine.dialect.identifier_preparer.quote
+
+    def qualified(n: str) -> str:
+        return f"{quote(schema)}.{quote(n)}" if schema else quote(n)
+
+    where = {"schema": schema or None, "index": False}
     try:
-        frame.head(0).to_sql(table, engine, if_exists="replace", index=False)
+        frame.head(0).to_sql(staging, engine, if_exists="replace", **where)
         if engine.dialect.name == "postgresql":
-            _copy_into(engine, table, frame)
+            _copy_into(engine, qualified(staging), frame)
         else:
-            frame.to_sql(table, engine, if_exists="append", index=False, chunksize=50_000)
+            frame.to_sql(staging, engine, if_exists="append", chunksize=50_000, **where)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {qualified(name)}")
+            conn.exec_driver_sql(f"ALTER TABLE {qualified(staging)} RENAME TO {quote(name)}")
     except Exception as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        with contextlib.suppress(Exception), engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {qualified(staging)}")
         raise DataError(f"cannot write table {table!r} at {redact(url)}: {reason}") from None
     finally:
         engine.dispose()
     return f"{redact(url)}#{table}"
 
 
-def _copy_into(engine, table: str, frame: pd.DataFrame) -> None:
+def _copy_into(engine, target: str, frame: pd.DataFrame) -> None:
+    """COPY the rows into `target` (an already quoted table name)."""
     cols = ", ".join(f'"{c}"' for c in frame.columns)
     raw = engine.raw_connection()
     try:
-        with raw.cursor() as cur:
-            target = ".".join(f'"{p}"' for p in table.split("."))
-            with cur.copy(f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv)") as copy:
-                for start in range(0, len(frame), 200_000):
-                    buf = io.StringIO()
-                    frame.iloc[start : start + 200_000].to_csv(buf, index=False, header=False)
-                    copy.write(buf.getvalue())
+        copy_sql = f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv)"
+        with raw.cursor() as cur, cur.copy(copy_sql) as copy:
+            for start in range(0, len(frame), 200_000):
+                buf = io.StringIO()
+                frame.iloc[start : start + 200_000].to_csv(buf, index=False, header=False)
+                copy.write(buf.getvalue())
         raw.commit()
     finally:
         raw.close()

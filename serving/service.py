@@ -39,7 +39,7 @@ from serving.schemas import (
     Transaction,
     max_customers,
 )
-from serving.snapshot import DEFAULT_SNAPSHOT, Snapshot, labels, records
+from serving.snapshot import DEFAULT_SNAPSHOT, Snapshot, SnapshotUnavailable, labels, records
 
 log = logging.getLogger("clientela.serving")
 PROTECTED = ("/score/", "/personas", "/model")
@@ -128,7 +128,10 @@ async def score_ids(request: Request) -> Response:
     if snapshot.answers is not None:  # in memory: cheaper than a hop to a thread
         answers, scored = snapshot.lookup(ids)
     else:
-        answers, scored = await run_in_threadpool(snapshot.lookup, ids)
+        try:
+            answers, scored = await run_in_threadpool(snapshot.lookup, ids)
+        except SnapshotUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, 503, headers={"retry-after": "5"})
     count(scored)
     version = service.bundle.version
     for k, cid in enumerate(ids):

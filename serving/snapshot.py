@@ -17,6 +17,10 @@ from models.bundle import Bundle
 DEFAULT_SNAPSHOT = "clientela_snapshot.parquet"
 
 
+class SnapshotUnavailable(RuntimeError):
+    """The snapshot's database cannot be reached now (the API answers 503 and retries)."""
+
+
 def write_snapshot(features: pd.DataFrame, as_of: pd.Timestamp, spec: str) -> str:
     """Features as of a day, with that day recorded in an `as_of` column."""
     return write_table(features.assign(as_of=str(as_of.date())), spec)
@@ -91,12 +95,18 @@ class Snapshot:
 
     def _query(self, sql: str, **params) -> pd.DataFrame:
         import sqlalchemy
+        import sqlalchemy.exc
 
         query = sqlalchemy.text(sql)
         if "ids" in params:
             query = query.bindparams(sqlalchemy.bindparam("ids", expanding=True))
-        with self.engine.connect() as conn:
-            rows = pd.read_sql_query(query, conn, params=params)
+        try:
+            with self.engine.connect() as conn:
+                rows = pd.read_sql_query(query, conn, params=params)
+        except sqlalchemy.exc.DBAPIError as exc:  # the database is down or unreachable
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            message = f"the feature snapshot database is unavailable: {reason}"
+            raise SnapshotUnavailable(message) from None
         rows["customer_id"] = rows["customer_id"].astype("str")
         return rows
 

@@ -76,6 +76,30 @@ def test_postgres_table_and_query_sources(pg_url):
         read_table(f"{pg_url}#no_such_table")
 
 
+@pytest.mark.parametrize("schema", ["", "public."])
+def test_a_table_is_replaced_atomically_and_a_failed_load_keeps_the_old_rows(
+    pg_url, monkeypatch, schema
+):
+    import sqlalchemy
+
+    import features.sources as sources
+
+    spec = f"{pg_url}#{schema}clientela_test_atomic"
+    write_table(pd.DataFrame({"customer_id": ["a", "b"], "v": [1.0, 2.0]}), spec)
+    write_table(pd.DataFrame({"customer_id": ["c"], "v": [3.0]}), spec)
+    assert read_table(spec)["customer_id"].tolist() == ["c"]
+
+    def broken_copy(engine, target, frame):  # the load dies half-way
+        raise RuntimeError("connection lost during COPY")
+
+    monkeypatch.setattr(sources, "_copy_into", broken_copy)
+    with pytest.raises(DataError, match="connection lost during COPY"):
+        write_table(pd.DataFrame({"customer_id": ["d"], "v": [4.0]}), spec)
+    assert read_table(spec)["customer_id"].tolist() == ["c"]  # the old rows, untouched
+    tables = sqlalchemy.inspect(sqlalchemy.create_engine(pg_url)).get_table_names()
+    assert not [t for t in tables if "staging" in t]
+
+
 def test_sql_sink_needs_a_plain_table_name():
     frame = pd.DataFrame({"a": [1]})
     for bad in ("t; DROP TABLE x", "SELECT 1"):

@@ -58,6 +58,40 @@ def test_score_by_transactions_matches_batch(client, served):
         assert_same_as_batch(p, served["predictions"])
 
 
+def test_all_three_routes_agree_with_batch_on_random_customers(client, served):
+    """40 random customers through /score/ids, /score/transactions and /score/features: the
+    same persona, stage, band, reasons and percentile, and numbers to 1e-6, as batch."""
+    ids = served["predictions"].sample(40, random_state=11).index.tolist()
+    tx = served["transactions"]
+    rows = tx[tx["customer_id"].isin(ids)].assign(timestamp=lambda d: d["timestamp"].astype(str))
+    customers = served["customers"]
+    attrs = customers[customers["customer_id"].isin(ids)].assign(
+        signup_date=lambda d: d["signup_date"].dt.date.astype(str)
+    )
+    snapshot = pd.read_parquet(served["snapshot"])
+    features = snapshot[snapshot["customer_id"].isin(ids)]
+    answers = {
+        "/score/ids": client.post("/score/ids", json={"customer_ids": ids}),
+        "/score/transactions": client.post(
+            "/score/transactions",
+            json={
+                "transactions": json.loads(rows.to_json(orient="records")),
+                "customers": json.loads(attrs.to_json(orient="records")),
+                "as_of": str(served["as_of"].date()),
+            },
+        ),
+        "/score/features": client.post(
+            "/score/features", json={"features": json.loads(features.to_json(orient="records"))}
+        ),
+    }
+    for route, response in answers.items():
+        assert response.status_code == 200, (route, response.text)
+        predictions = response.json()["predictions"]
+        assert sorted(p["customer_id"] for p in predictions) == sorted(ids), route
+        for p in predictions:
+            assert_same_as_batch(p, served["predictions"])
+
+
 def test_score_by_feature_records(client, served):
     snapshot = pd.read_parquet(served["snapshot"]).head(3)
     records = json.loads(snapshot.to_json(orient="records"))
@@ -218,7 +252,8 @@ def test_score_by_ids_from_a_postgresql_snapshot(client, served, pg_url, monkeyp
     table = f"{pg_url}#clientela_test_api_snapshot"
     write_table(pd.read_parquet(served["snapshot"]), table)
     service = info_app.state.clientela
-    monkeypatch.setattr(service, "snapshot", Snapshot(table, Bundle.load(served["bundle_dir"])))
+    named = f"{pg_url}?application_name=clientela_api_test#clientela_test_api_snapshot"
+    monkeypatch.setattr(service, "snapshot", Snapshot(named, Bundle.load(served["bundle_dir"])))
     ids = list(served["predictions"].index[20:23])
     response = client.post("/score/ids", json={"customer_ids": [ids[1], "nobody", ids[0]]})
     assert response.status_code == 200
@@ -227,3 +262,26 @@ def test_score_by_ids_from_a_postgresql_snapshot(client, served, pg_url, monkeyp
     assert_same_as_batch(predictions[0], served["predictions"])
     assert_same_as_batch(predictions[2], served["predictions"])
     assert predictions[1]["error"].startswith("unknown customer_id")
+
+    # The database drops the API's connections (a restart): the next request still answers.
+    import sqlalchemy
+
+    from features.sources import engine_for
+
+    with sqlalchemy.create_engine(pg_url).connect() as admin:
+        terminated = admin.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'clientela_api_test'"
+        ).fetchall()
+    assert terminated  # the API's pooled connection was among them
+    assert client.post("/score/ids", json={"customer_ids": ids[:1]}).status_code == 200
+    # The database is gone: 503 with a retry hint, not 500; and back once it returns.
+    working = service.snapshot.engine
+    monkeypatch.setattr(
+        service.snapshot, "engine", engine_for("postgresql+psycopg://postgres@127.0.0.1:9/test")
+    )
+    response = client.post("/score/ids", json={"customer_ids": ids[:1]})
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert "snapshot database is unavailable" in response.text
+    monkeypatch.setattr(service.snapshot, "engine", working)
+    assert client.post("/score/ids", json={"customer_ids": ids[:1]}).status_code == 200
