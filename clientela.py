@@ -58,8 +58,7 @@ def _user_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from features.schema import DataError
-        from models.bundle import BundleError
-        from models.registry import RegistryError
+        from models.errors import BundleError, RegistryError
 
         try:
             return func(*args, **kwargs)
@@ -73,6 +72,10 @@ def _user_errors(func):
         ) as exc:
             console.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(2) from None
+        except OSError as exc:  # the machine, not the input: a full disk, a dead device
+            where = f" ({exc.filename})" if exc.filename else ""
+            console.print(f"[bold red]error:[/] {exc.strerror or exc}{where}")
+            raise typer.Exit(1) from None
 
     return wrapper
 

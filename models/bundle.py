@@ -19,6 +19,7 @@ from features.schema import DataError
 from models.boosted import ChurnModel, ValueModel, matrix
 from models.btyd import BTYDBaseline
 from models.encoding import BTYD_FEATURES, FeatureEncoder
+from models.errors import BundleError, BundleSchemaError
 from models.persona import PersonaModel
 
 SCHEMA_VERSION = 3  # 3: latent-class personas
@@ -46,14 +47,6 @@ def joined_reasons(predictions: pd.DataFrame) -> pd.DataFrame:
 
 def no_reasons(n: int) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, "int32")), pa.array([], pa.string()))
-
-
-class BundleError(RuntimeError):
-    """A bundle that cannot be used: missing, corrupt, or from another format/schema."""
-
-
-class BundleSchemaError(BundleError):
-    """A sound bundle written by a clientela whose bundle schema this one does not read."""
 
 
 def sha256(path: Path) -> str:

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.bundle import Bundle, BundleError, sha256
+from models.bundle import Bundle, sha256
+from models.errors import BundleError, RegistryError
 
 DEFAULT_NAME = "clientela"
 DEFAULT_URI = f"models:/{DEFAULT_NAME}@champion"
@@ -22,10 +23,6 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 MANIFEST_TAG = "manifest_sha256"  # model version tag: sha256 of the bundle's manifest
 HISTORY_TAG = "champion_history"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
-
-
-class RegistryError(RuntimeError):
-    """MLflow unreachable, a model or alias that does not exist, or a refused promotion."""
 
 
 def _client():

@@ -88,3 +88,21 @@ def test_dates_outside_pandas_range_are_counted_or_refused_never_a_traceback(tmp
         result = runner.invoke(app, ["features", "-t", str(export), "--out", out, "--as-of", day])
         assert result.exit_code == 2 and "not a plausible day" in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_full_disk_is_one_clear_line_and_exit_1(tmp_path):
+    """/dev/full answers every write with ENOSPC, as a full disk does."""
+    import os
+
+    import pytest
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this machine to stand in for a full disk")
+    export = tmp_path / "tx.csv"
+    export.write_text("customer_id,timestamp,amount\na,2024-01-01,5\nb,2024-01-02,7\n")
+    out = tmp_path / "features.parquet"
+    out.symlink_to("/dev/full")
+    result = runner.invoke(app, ["features", "-t", str(export), "--out", str(out)])
+    assert result.exit_code == 1
+    assert "No space left on device" in result.output
+    assert "Traceback" not in result.output
