@@ -25,7 +25,9 @@ def btyd_inputs(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndar
     x = features["frequency"].to_numpy("float64")
     T = np.where(has, features["tenure_days"], features["days_since_activity"]).astype("float64")
     t_x = np.where(has, T - features["recency_days"].fillna(0).to_numpy(), 0.0)
-    repeat_spend = (features["gross_spend"] - features["first_purchase_value"].fillna(0)).to_numpy()
+    repeat_spend = (features["gross_spend"] - features["first_purchase_value"].fillna(0)).to_numpy(
+        "float64"
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         m = np.where(x > 0, repeat_spend / x, 0.0)
     return x, t_x, T, np.nan_to_num(m, nan=0.0)

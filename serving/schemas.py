@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from features.customer import LIFECYCLE_STAGES
+from features.customer import LIFECYCLE_STAGES, NUMERIC_FEATURES, OPTIONAL_BREADTH, WINDOWS
 
 
 def max_customers() -> int:
@@ -43,47 +43,67 @@ class Customer(BaseModel):
     customer_type: str | None = Field(None, pattern="^(B2C|B2B)$")
 
 
-class FeatureRecord(BaseModel):
-    """One row of the customer feature table, as written by `clientela features`. Every
-    column the served model reads must be given (null where unknown); unknown fields are
-    refused by name."""
+# Bounds of the feature columns (features.customer): days, counts and amounts that cannot be
+# negative, a share, a month. Everything else is any finite number.
+_NON_NEGATIVE = {
+    "recency_days", "tenure_days", "frequency", "n_transactions", "gross_spend",
+    "refund_amount", "refund_share", "avg_purchase_value", "first_purchase_value",
+    *(f"purchase_days_{w}d" for w in WINDOWS), "mean_interpurchase_days",
+    "std_interpurchase_days", "lateness", "days_since_activity",
+}  # fmt: skip
+_BOUNDS = {"holiday_share": {"ge": 0, "le": 1}, "as_of_month": {"ge": 1, "le": 12}}
 
+
+def _feature_record() -> type[BaseModel]:
+    """The request schema of one feature row, generated from the feature definition
+    (`features.customer`): every behaviour column is required (null where unknown, as in the
+    table), attributes and breadth columns are optional (absent = unknown), and anything else
+    is refused by name."""
+    fields: dict = {
+        "customer_id": (CustomerId, ...),
+        "as_of": (str | None, Field(None, description="the day of the features (informational)")),
+        "lifecycle_stage": (Literal[LIFECYCLE_STAGES], ...),  # type: ignore[valid-type]
+        "has_purchase": (bool, ...),
+    }
+    for name in NUMERIC_FEATURES:
+        bounds = _BOUNDS.get(name, {"ge": 0} if name in _NON_NEGATIVE else {})
+        fields[name] = (float | None, Field(..., allow_inf_nan=False, **bounds))
+    for name in OPTIONAL_BREADTH.values():
+        fields[name] = (float | None, Field(None, ge=0, allow_inf_nan=False))
+    for name, field in Customer.model_fields.items():
+        if name not in ("customer_id", "signup_date"):
+            fields[name] = (field.annotation, field)
+    fields["signup_days"] = (float | None, Field(None, ge=0, allow_inf_nan=False))
+    return create_model(
+        "FeatureRecord",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="One row of the customer feature table, as written by `clientela features`.",
+        **fields,
+    )
+
+
+FeatureRecord = _feature_record()
+
+
+class ScoreTransactionsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    customer_id: CustomerId
-    as_of: str | None = Field(None, description="the day of the features (informational)")
-    lifecycle_stage: str = Field(pattern="^(" + "|".join(LIFECYCLE_STAGES) + ")$")
-    has_purchase: bool = True
-    recency_days: Days | None
-    tenure_days: Days | None
-    frequency: Count
-    total_spend: float
-    days_since_activity: Days
-    avg_purchase_value: float | None = None
-    first_purchase_value: float | None = None
-    n_transactions: Count | None = None
-    gross_spend: float | None = None
-    refund_amount: float | None = None
-    refund_share: float | None = None
-    purchase_days_30d: Count | None = None
-    purchase_days_90d: Count | None = None
-    purchase_days_365d: Count | None = None
-    spend_30d: float | None = None
-    spend_90d: float | None = None
-    spend_365d: float | None = None
-    mean_interpurchase_days: Days | None = None
-    std_interpurchase_days: Days | None = None
-    lateness: float | None = None
-    trend_90d: float | None = None
-    holiday_share: float | None = Field(None, ge=0, le=1)
-    as_of_month: int | None = Field(None, ge=1, le=12)
-    n_categories: Count | None = None
-    n_channels: Count | None = None
-    age: float | None = Field(None, ge=0, le=120)
-    income: float | None = Field(None, ge=0)
-    signup_days: Days | None = None
-    gender: str | None = None
-    region: str | None = None
-    customer_type: str | None = None
+    transactions: Annotated[list[Transaction], Field(min_length=1, max_length=1_000_000)]
+    customers: list[Customer] | None = None
+    as_of: date | None = Field(
+        None,
+        description="the day the answer is for; default today in UTC (a customer last seen a "
+        "year ago is then lapsed); transactions after it are refused",
+    )
+
+
+class ScoreFeaturesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    features: Annotated[list[FeatureRecord], Field(min_length=1)]  # type: ignore[valid-type]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: list[dict] | None = Field(None, description="one entry per invalid field")
 
 
 class ScoreIdsRequest(BaseModel):

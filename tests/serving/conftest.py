@@ -1,8 +1,14 @@
 """A small trained bundle, its batch scores and feature snapshot, shared by the serving tests."""
 
 import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+import requests
 
 from features.load import Inputs
 from features.synthetic import generate
@@ -57,3 +63,52 @@ def client(served):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+CLI = [sys.executable, "-c", "from clientela import app; app()"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(bundle, snapshot, port, log, **env):
+    return subprocess.Popen(
+        [*CLI, "serve", "--model", str(bundle), "--port", str(port), "--snapshot", snapshot],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+        cwd=Path(snapshot).parent,
+    )
+
+
+@pytest.fixture
+def serve_process():
+    """(the CLI command, a function that starts `clientela serve`, a free-port picker), for
+    tests that run their own server process."""
+    return CLI, start, free_port
+
+
+@pytest.fixture(scope="session")
+def server(served, tmp_path_factory):
+    """A real `clientela serve` process on loopback, with a bearer token ('tok')."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")  # noqa: SIM115
+    proc = start(served["bundle_dir"], served["snapshot"], port, log, CLIENTELA_API_TOKEN="tok")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    else:
+        log.seek(0)
+        pytest.fail(f"server did not become ready:\n{log.read()[-3000:]}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -1,55 +1,11 @@
 """`clientela serve` as a real BentoML server process on loopback."""
 
-import os
 import shutil
 import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import requests
-
-CLI = [sys.executable, "-c", "from clientela import app; app()"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(bundle, snapshot, port, log, **env):
-    return subprocess.Popen(
-        [*CLI, "serve", "--model", str(bundle), "--port", str(port), "--snapshot", snapshot],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **env},
-        cwd=Path(snapshot).parent,
-    )
-
-
-@pytest.fixture(scope="module")
-def server(served, tmp_path_factory):
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")  # noqa: SIM115
-    proc = start(served["bundle_dir"], served["snapshot"], port, log, CLIENTELA_API_TOKEN="tok")
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    else:
-        log.seek(0)
-        pytest.fail(f"server did not become ready:\n{log.read()[-3000:]}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 def test_scores_counts_predictions_and_guards_with_token(server, served):
@@ -74,7 +30,8 @@ def test_scores_counts_predictions_and_guards_with_token(server, served):
     assert requests.get(f"{server}/livez").status_code == 200
 
 
-def test_corrupt_bundle_stops_the_server_with_a_clear_log_line(served, tmp_path):
+def test_corrupt_bundle_stops_the_server_with_a_clear_log_line(served, tmp_path, serve_process):
+    _, start, free_port = serve_process
     broken = tmp_path / "bundle"
     shutil.copytree(served["bundle_dir"], broken)
     (broken / "persona.json").write_text("{}")
@@ -90,13 +47,14 @@ def test_corrupt_bundle_stops_the_server_with_a_clear_log_line(served, tmp_path)
     assert "sha256 of persona.json does not match" in log_path.read_text()
 
 
-def test_a_port_in_use_is_one_clear_line_and_exit_2(served):
+def test_a_port_in_use_is_one_clear_line_and_exit_2(served, serve_process):
+    cli, _, _ = serve_process
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         done = subprocess.run(
-            [*CLI, "serve", "--model", str(served["bundle_dir"]), "--port", str(port)],
+            [*cli, "serve", "--model", str(served["bundle_dir"]), "--port", str(port)],
             capture_output=True,
             text=True,
             timeout=120,
