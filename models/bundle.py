@@ -4,6 +4,7 @@ for batch scoring, the API and MLflow's pyfunc."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ class Bundle:
     def version(self) -> str:
         return str(self.manifest.get("model_version", "local"))
 
-    @property
+    @functools.cached_property
     def feature_columns(self) -> list[str]:
         """The feature-table columns this bundle reads (the BTYD outputs it adds itself)."""
         columns = ["customer_id", *self.persona.input_columns_, *self.encoder.input_columns_]
@@ -103,12 +104,11 @@ class Bundle:
                 "as training: transactions, and customers if training had them)"
             )
         numeric = {*NUMERIC_FEATURES, *OPTIONAL_BREADTH.values(), "age", "income", "signup_days"}
+        dtypes = features.dtypes
         wrong = [
-            f"{c} ({features[c].dtype})"
+            f"{c} ({dtypes[c]})"
             for c in self.feature_columns
-            if c in numeric
-            and not pd.api.types.is_numeric_dtype(features[c])
-            and features[c].notna().any()
+            if c in numeric and dtypes[c].kind not in "biuf" and features[c].notna().any()
         ]
         if wrong:
             raise DataError(f"feature column(s) that must be numbers hold text: {', '.join(wrong)}")

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
-from scipy.special import logsumexp, polygamma
+from scipy.special import polygamma
 
 BASKET_NOISE = 0.25  # variance of the log amount of one purchase day (a basket CV of ~0.5)
 MIN_LEVEL_SHARE, MAX_LEVELS = 0.02, 10  # categorical levels kept; the rest pooled as "other"
@@ -82,6 +82,13 @@ class PersonaData:
             {k: c[idx] for k, c in self.categorical.items()},
             (self.season[0][idx], self.season[1][idx]),
         )
+
+
+def logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    """log(sum(exp(x))) along `axis` without overflow (scipy's costs 0.5 ms a call on a row)."""
+    top = x.max(axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return np.squeeze(top, axis) + np.log(np.exp(x - top).sum(axis=axis))
 
 
 def _col(features: pd.DataFrame, name: str) -> np.ndarray:
@@ -128,11 +135,18 @@ def persona_data(features: pd.DataFrame, levels: dict[str, list[str]]) -> Person
     categorical = {}
     for name, known in levels.items():
         if name in features.columns:
-            values = features[name].astype("str").to_numpy()
-            codes = pd.Index(known).get_indexer(values)
             other = known.index("other") if "other" in known else -1
-            missing = pd.isna(features[name]).to_numpy() | np.isin(values, ["None", "nan", ""])
-            categorical[name] = np.where(missing, -1, np.where(codes >= 0, codes, other))
+            position = {level: i for i, level in enumerate(known)}
+            unknown = {None: -1, "": -1, "None": -1, "nan": -1}
+            categorical[name] = np.array(
+                [
+                    -1
+                    if v is None or v is pd.NA or v != v
+                    else unknown.get(v, position.get(str(v), other))
+                    for v in features[name].tolist()
+                ],
+                dtype="int64",
+            )
     holiday = np.round(np.nan_to_num(_col(features, "holiday_share")) * days)
     has = features["has_purchase"].to_numpy(bool)
     half_year = has & (np.nan_to_num(tenure) >= 180)
