@@ -464,6 +464,70 @@ def score(
 
 @app.command()
 @_user_errors
+def report(
+    scores: Annotated[
+        str, typer.Option("--scores", "-s", help="Output of `clientela score`: path or URL#table")
+    ],
+    out: Annotated[
+        str | None, typer.Option(help="Also write the table: .csv/.parquet path or URL#table")
+    ] = None,
+    log_to_mlflow: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="Log the report as an MLflow run")
+    ] = True,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "clientela",
+) -> None:
+    """Value at risk by persona and lifecycle stage for one scoring run: customers, expected
+    churners, predicted value and value at risk (churn probability x predicted value)."""
+    from features.sources import read_table, write_table
+    from serving.report import check_scores, value_at_risk
+
+    table_in = read_table(scores)
+    check_scores(table_in, scores)
+    table = value_at_risk(table_in)
+    first = table_in.iloc[0] if len(table_in) else {}
+    as_of = str(first.get("as_of", "?"))
+    version = str(first.get("model_version", "?"))
+    view = Table(
+        title=f"value at risk as of {as_of}, model {version} ({scores})", title_justify="left"
+    )
+    for col in ("persona", "stage", "customers", "expected churners", "predicted value"):
+        view.add_column(col, justify="left" if col in ("persona", "stage") else "right")
+    view.add_column("value at risk", justify="right")
+    view.add_column("share", justify="right")
+    for row in table.itertuples():
+        view.add_row(
+            row.persona_name,
+            row.lifecycle_stage,
+            f"{row.customers:,}",
+            f"{row.expected_churners:,.1f}",
+            f"{row.predicted_value:,.0f}",
+            f"{row.value_at_risk:,.0f}",
+            f"{row.share_of_value_at_risk:.1%}",
+            end_section=row.Index == len(table) - 2,
+        )
+    console.print(view)
+    if out:
+        console.print(f"report -> {write_table(table, out)}")
+    if log_to_mlflow:
+        from models.registry import log_report
+
+        total = table.iloc[-1]
+        run_id = log_report(
+            experiment,
+            table,
+            {"as_of": as_of, "model_version": version},
+            {
+                "customers": float(total["customers"]),
+                "expected_churners": float(total["expected_churners"]),
+                "predicted_value": float(total["predicted_value"]),
+                "value_at_risk": float(total["value_at_risk"]),
+            },
+        )
+        console.print(f"logged to MLflow: experiment {experiment}, run {run_id}")
+
+
+@app.command()
+@_user_errors
 def serve(
     model: ModelUri = "models:/clientela@champion",
     port: Annotated[int, typer.Option(help="HTTP port")] = 3000,

@@ -7,7 +7,9 @@ column mapping or date format rather than dirty rows.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -238,6 +240,76 @@ def validate_transactions(
     clean = clean.reset_index(drop=True)
     report.rows_kept = len(clean)
     return clean, as_of, report
+
+
+_ID_FLOAT = re.compile(r"^(\d+)\.0+$")
+
+
+def _plain_id(value) -> str | None:
+    """`normalize_ids` for one value: stripped, `17850.0` -> `17850`, blank -> None."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return _ID_FLOAT.sub(r"\1", text) or None
+
+
+def _utc_micros(value: datetime | date) -> int:
+    """A datetime (naive = UTC) or a date as microseconds since the epoch, UTC."""
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return (value - _EPOCH) // _MICROSECOND
+
+
+_EPOCH, _MICROSECOND = datetime(1970, 1, 1), timedelta(microseconds=1)
+
+
+def validate_records(
+    rows: list[dict], as_of: pd.Timestamp | str
+) -> tuple[pd.DataFrame, pd.Timestamp] | None:
+    """`validate_transactions` for a few typed records (the API's, already checked by their
+    schema: ids are text, timestamps dates or datetimes, amounts finite numbers), in plain
+    Python: 20 rows in well under a millisecond instead of 20. The same table and as_of for
+    rows that need no judgement; None when one does (a blank id, an implausible date), and
+    the caller then runs `validate_transactions`, which decides and explains."""
+    as_of = to_day(as_of)
+    earliest = int(EARLIEST_PLAUSIBLE.value // 1000)
+    until = int(plausible_until(as_of).value // 1000)
+    end = int((as_of + DAY).value // 1000)  # rows from here on are after as_of: dropped
+    columns: dict[str, list] = {c: [] for c in TRANSACTION_REQUIRED + TRANSACTION_OPTIONAL}
+    for row in rows:
+        cid = _plain_id(row["customer_id"])
+        micros = _utc_micros(row["timestamp"])
+        if cid is None or not earliest <= micros < until:
+            return None
+        if micros >= end:
+            continue
+        columns["customer_id"].append(cid)
+        columns["timestamp"].append(micros)
+        columns["amount"].append(float(row["amount"]))
+        for col in TRANSACTION_OPTIONAL:
+            value = row.get(col)
+            if col == "quantity":
+                columns[col].append(np.nan if value is None else float(value))
+            else:
+                columns[col].append(_plain_id(value))
+    if not columns["customer_id"]:
+        return None
+    clean = pd.DataFrame(
+        {
+            "customer_id": pd.array(columns["customer_id"], dtype="str"),
+            "timestamp": pd.to_datetime(np.array(columns["timestamp"], "datetime64[us]"), utc=True),
+            "amount": np.array(columns["amount"], "float64"),
+            **{
+                col: np.array(columns[col], "float64")
+                if col == "quantity"
+                else pd.array(columns[col], dtype="str")
+                for col in TRANSACTION_OPTIONAL
+            },
+        }
+    )
+    return clean, as_of
 
 
 _IMPLAUSIBLE = "an implausible date (before 1900 or after the as_of year + 1)"

@@ -174,6 +174,22 @@ def log_training_run(
         return RunRecord(run.info.run_id, run.info.experiment_id, version, info.model_uri)
 
 
+def log_report(experiment: str, table, tags: dict[str, str], metrics: dict[str, float]) -> str:
+    """A value-at-risk report as its own MLflow run (kind `report`), tagged with the model
+    version and as_of it summarises: aggregate figures only, no customer rows. Returns the
+    run id."""
+    import mlflow
+
+    with quiet():
+        check_tracking()
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name=f"report as_of {tags.get('as_of', '?')}") as run:
+            mlflow.set_tags({"kind": "report", **tags})
+            mlflow.log_metrics(metrics)
+            mlflow.log_table(table, "value_at_risk.json")
+        return run.info.run_id
+
+
 def _register(model_uri: str, name: str, run_id: str, manifest_digest: str) -> str:
     import mlflow
 

@@ -92,7 +92,7 @@ class ScoreTransactionsRequest(BaseModel):
     as_of: date | None = Field(
         None,
         description="the day the answer is for; default today in UTC (a customer last seen a "
-        "year ago is then lapsed); transactions after it are refused",
+        "year ago is then lapsed); transactions after it are ignored",
     )
 
 

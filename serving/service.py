@@ -32,7 +32,7 @@ from features.customer import (
     customer_features,
 )
 from features.schema import DataError
-from features.validation import validate_customers, validate_transactions
+from features.validation import validate_customers, validate_records, validate_transactions
 from models.registry import DEFAULT_URI, load_bundle
 from serving.schemas import (
     ErrorResponse,
@@ -209,17 +209,24 @@ async def score_transactions(request: Request) -> Response:
     """Score customers from their transactions; features are computed by the same code as
     training. `as_of` (the day the answer is for) defaults to today in UTC, so a customer
     whose last purchase was months ago is scored as lapsed; transactions after `as_of` are
-    refused. Without `customers`, attributes are unknown."""
+    ignored. Without `customers`, attributes are unknown."""
     parsed = await _parse(request, ScoreTransactionsRequest)
     if isinstance(parsed, JSONResponse):
         return parsed
-    raw = pd.DataFrame([t.model_dump() for t in parsed.transactions])
-    if message := _over_limit("transactions", raw["customer_id"].nunique()):
+    rows = [t.model_dump() for t in parsed.transactions]
+    if message := _over_limit("transactions", len({r["customer_id"] for r in rows})):
         return _error(400, message)
     service: Clientela = request.app.state.clientela
     as_of = parsed.as_of or datetime.now(UTC).date()
     try:
-        tx, day, _ = validate_transactions(raw, as_of=as_of, source="transactions")
+        # Rows that need no judgement take the plain-Python path (the same table, proved in
+        # tests/features/test_validation.py); anything else the full validation.
+        fast = validate_records(rows, as_of)
+        if fast is None:
+            raw = pd.DataFrame(rows)
+            tx, day, _ = validate_transactions(raw, as_of=as_of, source="transactions")
+        else:
+            tx, day = fast
         attrs = None
         if parsed.customers:
             attrs, _ = validate_customers(

@@ -216,3 +216,59 @@ def test_a_table_of_refunds_only_is_kept_and_counted():
     assert len(clean) == 2
     assert report.noted["refunds with no earlier purchase (kept, netted)"] == 1
     assert report.noted["zero-amount rows (not counted as purchases)"] == 1
+
+
+def test_the_api_fast_path_gives_the_same_table_as_the_full_validation():
+    """`validate_records` (the API's plain-Python path) against `validate_transactions` on
+    randomized requests: ids with padding, leading zeros and a `.0`, naive and tz-aware
+    datetimes and plain dates, refunds and zeros, rows after as_of. Where the fast path takes
+    a request, table, as_of and features are identical; where it declines, the full path
+    decides."""
+    import datetime as dt
+    import random
+
+    from features.customer import customer_features
+    from features.validation import validate_records
+    from serving.schemas import Transaction
+
+    rng = random.Random(0)
+
+    def row():
+        stamp = dt.datetime(2025, 6, 1) + dt.timedelta(seconds=rng.randint(-400, 300) * 86_400)
+        stamp += dt.timedelta(seconds=rng.randint(0, 86_399))
+        offset = dt.timezone(dt.timedelta(minutes=rng.choice([-600, -45, 0, 330, 840])))
+        stamp = rng.choice([stamp, stamp.date(), stamp.replace(tzinfo=offset)])
+        cid = rng.choice(["{:04d}", " {} ", "{}.0", "c{}"]).format(rng.randint(0, 3000))
+        return Transaction(
+            customer_id=cid,
+            timestamp=stamp,
+            amount=rng.choice([0.0, -3.5, 12.25, 1e6, 5.0, 0.01]),
+            order_id=rng.choice([None, "o1", " 2.0 "]),
+            quantity=rng.choice([None, 1.0, 2.5]),
+            channel=rng.choice([None, "web", "store"]),
+            category=rng.choice([None, "x", ""]),
+        ).model_dump()
+
+    taken = customers = 0
+    for _ in range(150):
+        rows = [row() for _ in range(rng.randint(1, 50))]
+        fast = validate_records(rows, "2025-12-31")
+        try:
+            slow_tx, slow_day, _ = validate_transactions(pd.DataFrame(rows), as_of="2025-12-31")
+        except DataError:
+            assert fast is None
+            continue
+        if fast is None:
+            continue
+        fast_tx, fast_day = fast
+        pd.testing.assert_frame_equal(fast_tx, slow_tx)
+        assert fast_day == slow_day
+        pd.testing.assert_frame_equal(
+            customer_features(fast_tx, fast_day), customer_features(slow_tx, slow_day)
+        )
+        taken += 1
+        customers += fast_tx["customer_id"].nunique()
+    assert taken >= 120 and customers >= 2000
+    # A blank id or an implausible date needs judgement: the fast path declines.
+    assert validate_records([row() | {"customer_id": "  "}], "2025-12-31") is None
+    assert validate_records([row() | {"timestamp": dt.date(9999, 1, 1)}], "2025-12-31") is None
