@@ -217,28 +217,38 @@ async def score_transactions(request: Request) -> Response:
     if message := _over_limit("transactions", len({r["customer_id"] for r in rows})):
         return _error(400, message)
     service: Clientela = request.app.state.clientela
-    as_of = parsed.as_of or datetime.now(UTC).date()
     try:
-        # Rows that need no judgement take the plain-Python path (the same table, proved in
-        # tests/features/test_validation.py); anything else the full validation.
-        fast = validate_records(rows, as_of)
-        if fast is None:
-            raw = pd.DataFrame(rows)
-            tx, day, _ = validate_transactions(raw, as_of=as_of, source="transactions")
+        if len(rows) > 1000:  # off the event loop, so that health checks keep answering
+            feats = await run_in_threadpool(_transaction_features, parsed, rows, service)
         else:
-            tx, day = fast
-        attrs = None
-        if parsed.customers:
-            attrs, _ = validate_customers(
-                pd.DataFrame([c.model_dump() for c in parsed.customers]), source="customers"
-            )
+            feats = _transaction_features(parsed, rows, service)
     except DataError as exc:
         return _error(400, str(exc))
+    return await _respond(service, feats)
+
+
+def _transaction_features(
+    parsed: ScoreTransactionsRequest, rows: list[dict], service: Clientela
+) -> pd.DataFrame:
+    """The feature table of a /score/transactions request (DataError for bad content)."""
+    as_of = parsed.as_of or datetime.now(UTC).date()
+    # Rows that need no judgement take the plain-Python path (the same table, proved in
+    # tests/features/test_validation.py); anything else the full validation.
+    fast = validate_records(rows, as_of)
+    if fast is None:
+        tx, day, _ = validate_transactions(pd.DataFrame(rows), as_of=as_of, source="transactions")
+    else:
+        tx, day = fast
+    attrs = None
+    if parsed.customers:
+        attrs, _ = validate_customers(
+            pd.DataFrame([c.model_dump() for c in parsed.customers]), source="customers"
+        )
     feats = customer_features(tx, day, attrs)
     # Attributes not given are unknown, as for a customer missing from the customers file.
     unknown = [c for c in service.bundle.feature_columns if c not in feats.columns]
     unknown_attrs = [c for c in unknown if c in ATTRIBUTE_NUMERIC + ATTRIBUTE_CATEGORICAL]
-    return await _respond(service, feats.assign(**dict.fromkeys(unknown_attrs, np.nan)))
+    return feats.assign(**dict.fromkeys(unknown_attrs, np.nan))
 
 
 @info_app.post(
