@@ -488,23 +488,30 @@ def report(
     as_of = str(first.get("as_of", "?"))
     version = str(first.get("model_version", "?"))
     view = Table(
-        title=f"value at risk as of {as_of}, model {version} ({scores})", title_justify="left"
+        title=f"value at risk as of {as_of}, model {version} ({scores}): expected churners, "
+        "predicted value and value at risk (churn probability x predicted value)",
+        title_justify="left",
     )
-    for col in ("persona", "stage", "customers", "expected churners", "predicted value"):
-        view.add_column(col, justify="left" if col in ("persona", "stage") else "right")
-    view.add_column("value at risk", justify="right")
-    view.add_column("share", justify="right")
-    for row in table.itertuples():
-        view.add_row(
-            row.persona_name,
-            row.lifecycle_stage,
+    rows = [
+        (
+            "all customers"
+            if row.Index == len(table) - 1
+            else f"{row.persona_name}: {row.lifecycle_stage}",
             f"{row.customers:,}",
             f"{row.expected_churners:,.1f}",
             f"{row.predicted_value:,.0f}",
             f"{row.value_at_risk:,.0f}",
             f"{row.share_of_value_at_risk:.1%}",
-            end_section=row.Index == len(table) - 2,
         )
+        for row in table.itertuples()
+    ]
+    view.add_column("persona: lifecycle stage", ratio=1)
+    for i, col in enumerate(("customers", "churners", "value", "at risk", "share"), start=1):
+        # Numbers are never cut short: the names wrap instead.
+        width = max(len(col), *(len(r[i]) for r in rows))
+        view.add_column(col, justify="right", no_wrap=True, min_width=width)
+    for i, row in enumerate(rows):
+        view.add_row(*row, end_section=i == len(rows) - 2)
     console.print(view)
     if out:
         console.print(f"report -> {write_table(table, out)}")
