@@ -592,6 +592,47 @@ def serve(
     os.execve(sys.executable, [*command, "--host", host, "--port", str(port)], env)
 
 
+@app.command()
+@_user_errors
+def build(model: ModelUri = "models:/clientela@champion") -> None:
+    """Package the API as a Bento (`bentoml build`) that serves one fixed model version: an
+    alias such as @champion is resolved now, so a container never changes model when the
+    alias moves. Build again to follow it."""
+    import subprocess
+
+    from models.registry import load_bundle
+
+    with console.status(f"checking model {model}"):
+        bundle = load_bundle(model)
+    served = pinned(model, bundle)
+    root = Path(__file__).parent
+    bentofile = root / ".bentofile.pinned.yaml"
+    bentofile.write_text(pin_bentofile((root / "bentofile.yaml").read_text(), served))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bentoml", "build", "-f", str(bentofile), "-o", "tag"]
+            + ["--label", f"model={served.replace('models:/', '').replace('/', '-')}", str(root)],
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        bentofile.unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise ValueError(f"bentoml build failed: {(done.stderr or done.stdout).strip()[-500:]}")
+    tag = done.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    console.print(f"built Bento {tag}, serving {served} (build again to follow the alias)")
+
+
+def pin_bentofile(text: str, model: str) -> str:
+    """bentofile.yaml with CLIENTELA_MODEL set to `model`."""
+    import yaml
+
+    spec = yaml.safe_load(text)
+    envs = [e for e in spec.get("envs", []) if e.get("name") != "CLIENTELA_MODEL"]
+    spec["envs"] = [*envs, {"name": "CLIENTELA_MODEL", "value": model}]
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
 def pinned(model: str, bundle) -> str:
     """The model to serve as a fixed version: `models:/NAME/N` for a registry alias (resolved
     once, here), the path itself for a bundle directory."""

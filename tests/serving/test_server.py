@@ -3,6 +3,7 @@
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 import requests
@@ -73,3 +74,15 @@ def test_an_alias_is_served_as_the_version_it_points_to_now():
     assert pinned("models:/clientela@champion", bundle) == "models:/clientela/7"
     assert pinned("models:/clientela/3", bundle) == "models:/clientela/3"
     assert pinned("/srv/bundle", bundle) == "/srv/bundle"
+
+
+def test_a_bento_is_built_for_one_model_version():
+    import yaml
+
+    from clientela import pin_bentofile
+
+    text = (Path(__file__).parents[2] / "bentofile.yaml").read_text()
+    spec = yaml.safe_load(pin_bentofile(text, "models:/clientela/7"))
+    assert spec["envs"] == [{"name": "CLIENTELA_MODEL", "value": "models:/clientela/7"}]
+    assert spec["service"] == "serving.service:Clientela"  # the rest is left as it was
+    assert spec["python"] == yaml.safe_load(text)["python"]
