@@ -227,9 +227,9 @@ class LatentClasses:
                 z *= -0.5
             out[rows] += z
         y, tenure = data.repeat
-        rows = np.flatnonzero(~np.isnan(y))
-        p = np.clip(self.repeat_ * self._reach(tenure[rows]), 1e-6, 1 - 1e-6)
-        out[rows] += np.where(y[rows, None] > 0, np.log(p), np.log1p(-p))
+        for came_back, rows in ((True, np.flatnonzero(y > 0)), (False, np.flatnonzero(y == 0))):
+            p = np.clip(self.repeat_ * self._reach(tenure[rows]), 1e-6, 1 - 1e-6)
+            out[rows] += np.log(p) if came_back else np.log1p(-p)
         for name, x in data.bernoulli.items():
             if name in self.bernoulli_:
                 q = self.bernoulli_[name]
