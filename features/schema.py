@@ -12,6 +12,9 @@ TRANSACTION_OPTIONAL = ("order_id", "quantity", "channel", "category")
 CUSTOMER_REQUIRED = ("customer_id",)
 CUSTOMER_OPTIONAL = ("signup_date", "age", "gender", "income", "region", "customer_type")
 CUSTOMER_TYPES = ("B2C", "B2B")
+# Plausible attribute values, for files (others become missing and are counted) and the API
+# (others are a 400) alike.
+ATTRIBUTE_BOUNDS = {"age": (0.0, 120.0), "income": (0.0, float("inf"))}
 
 
 class DataError(ValueError):

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import (
+    ATTRIBUTE_BOUNDS,
     CUSTOMER_OPTIONAL,
     CUSTOMER_REQUIRED,
     CUSTOMER_TYPES,
@@ -348,7 +349,7 @@ def validate_customers(
         signup = signup.where((signup >= EARLIEST_PLAUSIBLE) & (signup < plausible_until(None)))
         _note_nulled(report, "signup_date", frame["signup_date"], signup)
         out["signup_date"] = signup.astype("datetime64[us, UTC]")
-    for col, low, high in (("age", 0, 120), ("income", 0, np.inf)):
+    for col, (low, high) in ATTRIBUTE_BOUNDS.items():
         if col in frame.columns:
             num = pd.to_numeric(frame[col], errors="coerce").astype("float64")
             num = num.where((num >= low) & (num <= high))

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from features.customer import LIFECYCLE_STAGES, NUMERIC_FEATURES, OPTIONAL_BREADTH, WINDOWS
+from features.schema import ATTRIBUTE_BOUNDS, CUSTOMER_TYPES
 
 
 def max_customers() -> int:
@@ -32,15 +33,18 @@ class Transaction(BaseModel):
     category: str | None = None
 
 
+_AGE, _INCOME = ATTRIBUTE_BOUNDS["age"], ATTRIBUTE_BOUNDS["income"]  # one rule for files and API
+
+
 class Customer(BaseModel):
     model_config = ConfigDict(extra="forbid")
     customer_id: CustomerId
     signup_date: date | None = None
-    age: float | None = Field(None, ge=0, le=120)
+    age: float | None = Field(None, ge=_AGE[0], le=_AGE[1])
     gender: str | None = None
-    income: float | None = Field(None, ge=0)
+    income: float | None = Field(None, ge=_INCOME[0], allow_inf_nan=False)
     region: str | None = None
-    customer_type: str | None = Field(None, pattern="^(B2C|B2B)$")
+    customer_type: str | None = Field(None, pattern="^(" + "|".join(CUSTOMER_TYPES) + ")$")
 
 
 # Bounds of the feature columns (features.customer): days, counts and amounts that cannot be

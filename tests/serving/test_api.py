@@ -143,6 +143,24 @@ def test_a_feature_record_of_nulls_is_scored_not_a_500(client):
     assert response.status_code == 200, response.text
 
 
+def test_one_attribute_rule_for_files_and_the_api(client):
+    """Age 121: a customers file loses the value (counted); the API answers 400 naming it."""
+    from features.validation import validate_customers
+
+    clean, report = validate_customers(pd.DataFrame({"customer_id": ["a"], "age": ["121"]}))
+    assert (
+        pd.isna(clean.loc[0, "age"])
+        and sum(report.dropped.values()) + sum(report.noted.values()) >= 1
+    )
+    body = {
+        "transactions": [{"customer_id": "a", "timestamp": "2025-01-01", "amount": 5}],
+        "customers": [{"customer_id": "a", "age": 121}],
+    }
+    response = client.post("/score/transactions", json=body)
+    assert response.status_code == 400
+    assert response.json()["detail"][0]["loc"] == ["customers", 0, "age"]
+
+
 def test_catalog_and_metadata(client):
     personas = client.get("/personas").json()["personas"]
     assert len(personas) == 5 and {"persona_id", "persona_name", "share"} <= set(personas[0])
