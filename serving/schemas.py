@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Literal
 
@@ -12,9 +13,19 @@ from features.customer import LIFECYCLE_STAGES, NUMERIC_FEATURES, OPTIONAL_BREAD
 from features.schema import ATTRIBUTE_BOUNDS, CUSTOMER_TYPES
 
 
-def max_customers() -> int:
-    """Per-request limit on customers (CLIENTELA_MAX_CUSTOMERS, default 10,000)."""
-    return int(os.environ.get("CLIENTELA_MAX_CUSTOMERS", "10000"))
+@dataclass(frozen=True)
+class Settings:
+    """The service's settings, read from the environment once, when it starts."""
+
+    token: str | None = None  # CLIENTELA_API_TOKEN: inference routes need this bearer token
+    max_customers: int = 10_000  # CLIENTELA_MAX_CUSTOMERS: customers per request
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        raw = os.environ.get("CLIENTELA_MAX_CUSTOMERS", "10000")
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"CLIENTELA_MAX_CUSTOMERS must be a positive integer, got {raw!r}")
+        return cls(os.environ.get("CLIENTELA_API_TOKEN") or None, int(raw))
 
 
 CustomerId = Annotated[str, Field(min_length=1, max_length=128, examples=["0000042"])]

@@ -41,7 +41,7 @@ from serving.schemas import (
     ScoreIdsRequest,
     ScoreResponse,
     ScoreTransactionsRequest,
-    max_customers,
+    Settings,
 )
 from serving.snapshot import (
     DEFAULT_SNAPSHOT,
@@ -76,8 +76,15 @@ class BearerAuth:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        token = os.environ.get("CLIENTELA_API_TOKEN")
-        if token and scope["type"] == "http" and scope["path"].startswith(PROTECTED):
+        if scope["type"] == "http" and scope["path"].startswith(PROTECTED):
+            service = getattr(info_app.state, "clientela", None)
+            if service is None:  # still starting: nothing to answer with yet
+                await _error(503, "starting", **{"retry-after": "5"})(scope, receive, send)
+                return
+            token = service.settings.token
+        else:
+            token = None
+        if token:
             headers = dict(scope.get("headers") or [])
             given = headers.get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(given, f"Bearer {token}"):
@@ -94,9 +101,9 @@ class BearerAuth:
 info_app = FastAPI(title="clientela")
 
 
-def _over_limit(field: str, n: int) -> str | None:
+def _over_limit(request: Request, field: str, n: int) -> str | None:
     """The error message when a request has more customers than the limit."""
-    limit = max_customers()
+    limit = request.app.state.clientela.settings.max_customers
     return f"{field}: {n} customers in one request, the limit is {limit}" if n > limit else None
 
 
@@ -177,7 +184,7 @@ async def score_ids(request: Request) -> Response:
     if isinstance(parsed, JSONResponse):
         return parsed
     ids = parsed.customer_ids
-    if message := _over_limit("customer_ids", len(ids)):
+    if message := _over_limit(request, "customer_ids", len(ids)):
         return _error(400, message)
     service: Clientela = request.app.state.clientela
     snapshot = service.snapshot
@@ -214,7 +221,7 @@ async def score_transactions(request: Request) -> Response:
     if isinstance(parsed, JSONResponse):
         return parsed
     rows = [t.model_dump() for t in parsed.transactions]
-    if message := _over_limit("transactions", len({r["customer_id"] for r in rows})):
+    if message := _over_limit(request, "transactions", len({r["customer_id"] for r in rows})):
         return _error(400, message)
     service: Clientela = request.app.state.clientela
     try:
@@ -260,7 +267,7 @@ async def score_features(request: Request) -> Response:
     parsed = await _parse(request, ScoreFeaturesRequest)
     if isinstance(parsed, JSONResponse):
         return parsed
-    if message := _over_limit("features", len(parsed.features)):
+    if message := _over_limit(request, "features", len(parsed.features)):
         return _error(400, message)
     rows = [f.model_dump() for f in parsed.features]
     # Column by column, numbers straight to float64 (null -> NaN, as in the feature table):
@@ -291,6 +298,7 @@ class Clientela:
     """Personas, churn risk and customer value for marketing systems."""
 
     def __init__(self) -> None:
+        self.settings = Settings.from_env()
         uri = os.environ.get("CLIENTELA_MODEL", DEFAULT_URI)
         try:
             self.bundle = load_bundle(uri)

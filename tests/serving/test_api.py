@@ -161,6 +161,17 @@ def test_one_attribute_rule_for_files_and_the_api(client):
     assert response.json()["detail"][0]["loc"] == ["customers", 0, "age"]
 
 
+def test_settings_are_read_once_and_checked_at_start(monkeypatch):
+    from serving.schemas import Settings
+
+    monkeypatch.setenv("CLIENTELA_MAX_CUSTOMERS", "12")
+    monkeypatch.setenv("CLIENTELA_API_TOKEN", "t")
+    assert Settings.from_env() == Settings(token="t", max_customers=12)
+    monkeypatch.setenv("CLIENTELA_MAX_CUSTOMERS", "lots")
+    with pytest.raises(ValueError, match="CLIENTELA_MAX_CUSTOMERS must be a positive integer"):
+        Settings.from_env()
+
+
 def test_catalog_and_metadata(client):
     personas = client.get("/personas").json()["personas"]
     assert len(personas) == 5 and {"persona_id", "persona_name", "share"} <= set(personas[0])
@@ -217,8 +228,18 @@ def test_malformed_json_and_pickle_are_refused(client):
     assert pickled.status_code == 415
 
 
+def with_settings(monkeypatch, **changes):
+    """The running service's settings (read once at start) changed for one test."""
+    from dataclasses import replace
+
+    from serving.service import info_app
+
+    service = info_app.state.clientela
+    monkeypatch.setattr(service, "settings", replace(service.settings, **changes))
+
+
 def test_per_request_limit(client, monkeypatch):
-    monkeypatch.setenv("CLIENTELA_MAX_CUSTOMERS", "3")
+    with_settings(monkeypatch, max_customers=3)
     response = client.post("/score/ids", json={"customer_ids": ["1", "2", "3", "4"]})
     assert response.status_code == 400
     assert "customer_ids: 4 customers in one request, the limit is 3" in response.text
@@ -234,7 +255,7 @@ def test_bad_transactions_content_is_a_400(client):
 
 
 def test_bearer_token_guards_inference_but_not_health(client, monkeypatch):
-    monkeypatch.setenv("CLIENTELA_API_TOKEN", "s3cret")
+    with_settings(monkeypatch, token="s3cret")
     assert client.post("/score/ids", json={"customer_ids": ["1"]}).status_code == 401
     assert client.get("/personas").status_code == 401
     wrong = client.get("/model", headers={"Authorization": "Bearer nope"})
