@@ -50,6 +50,8 @@ NUMERIC_FEATURES = [
 ]
 OPTIONAL_BREADTH = {"category": "n_categories", "channel": "n_channels"}
 ATTRIBUTE_NUMERIC = ["age", "income", "signup_days"]
+# Every column of the feature table that holds a number (NaN where unknown).
+NUMBER_COLUMNS = frozenset([*NUMERIC_FEATURES, *OPTIONAL_BREADTH.values(), *ATTRIBUTE_NUMERIC])
 ATTRIBUTE_CATEGORICAL = ["gender", "region", "customer_type"]
 
 

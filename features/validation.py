@@ -26,6 +26,7 @@ from features.schema import (
 )
 
 DAY = pd.Timedelta(days=1)
+_ID_FLOAT = re.compile(r"^(\d+)\.0+$")  # an id exported as a float: 17850.0 -> 17850
 _TZ_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2})$"
 EARLIEST_PLAUSIBLE = pd.Timestamp("1900-01-01", tz="UTC")
 
@@ -81,7 +82,7 @@ def normalize_ids(values: pd.Series) -> pd.Series:
     if pd.api.types.is_integer_dtype(values):
         return values.astype("str")
     out = values.astype("str").str.strip()
-    out = out.str.replace(r"^(\d+)\.0+$", r"\1", regex=True)
+    out = out.str.replace(_ID_FLOAT.pattern, r"\1", regex=True)
     return out.where(out.notna() & (out != ""), None)
 
 
@@ -241,9 +242,6 @@ def validate_transactions(
     clean = clean.reset_index(drop=True)
     report.rows_kept = len(clean)
     return clean, as_of, report
-
-
-_ID_FLOAT = re.compile(r"^(\d+)\.0+$")
 
 
 def _plain_id(value) -> str | None:

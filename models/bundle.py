@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.customer import NUMERIC_FEATURES, OPTIONAL_BREADTH
+from features.customer import NUMBER_COLUMNS
 from features.schema import DataError
 from models.boosted import ChurnModel, ValueModel, matrix
 from models.btyd import BTYDBaseline
@@ -103,12 +103,11 @@ class Bundle:
                 f"{', '.join(missing)} (write it with `clientela features` and the same inputs "
                 "as training: transactions, and customers if training had them)"
             )
-        numeric = {*NUMERIC_FEATURES, *OPTIONAL_BREADTH.values(), "age", "income", "signup_days"}
         dtypes = features.dtypes
         wrong = [
             f"{c} ({dtypes[c]})"
             for c in self.feature_columns
-            if c in numeric and dtypes[c].kind not in "biuf" and features[c].notna().any()
+            if c in NUMBER_COLUMNS and dtypes[c].kind not in "biuf" and features[c].notna().any()
         ]
         if wrong:
             raise DataError(f"feature column(s) that must be numbers hold text: {', '.join(wrong)}")

@@ -27,8 +27,7 @@ from starlette.responses import JSONResponse, Response
 from features.customer import (
     ATTRIBUTE_CATEGORICAL,
     ATTRIBUTE_NUMERIC,
-    NUMERIC_FEATURES,
-    OPTIONAL_BREADTH,
+    NUMBER_COLUMNS,
     customer_features,
 )
 from features.schema import DataError
@@ -54,7 +53,6 @@ from serving.snapshot import (
 
 log = logging.getLogger("clientela.serving")
 PROTECTED = ("/score/", "/personas", "/model")
-NUMBER_FIELDS = {*NUMERIC_FEATURES, *OPTIONAL_BREADTH.values(), *ATTRIBUTE_NUMERIC}
 
 predictions_total = bentoml.metrics.Counter(
     name="clientela_predictions_total",
@@ -172,8 +170,12 @@ async def _respond(service: Clientela, features: pd.DataFrame) -> Response:
     except DataError as exc:
         return _error(400, str(exc))
     count(labels(scored))
-    body = b'{"predictions":[' + b",".join(map(to_json, scored)) + b"]}"
-    return Response(body, media_type="application/json")
+    return _predictions([to_json(r) for r in scored])
+
+
+def _predictions(answers: list[bytes]) -> Response:
+    """The response body of every scoring route, from predictions already in JSON."""
+    return Response(b'{"predictions":[' + b",".join(answers) + b"]}", media_type="application/json")
 
 
 @info_app.post("/score/ids", **_documented(ScoreIdsRequest, "Score customers by id"))
@@ -205,7 +207,7 @@ async def score_ids(request: Request) -> Response:
             error = f"unknown customer_id (not in the snapshot as of {snapshot.as_of})"
             unknown = Prediction(customer_id=cid, model_version=version, error=error)
             answers[k] = unknown.model_dump_json().encode()
-    return Response(b'{"predictions":[' + b",".join(answers) + b"]}", media_type="application/json")
+    return _predictions(answers)
 
 
 @info_app.post(
@@ -275,7 +277,7 @@ async def score_features(request: Request) -> Response:
     frame = pd.DataFrame(
         {
             name: np.array([np.nan if r[name] is None else r[name] for r in rows], "float64")
-            if name in NUMBER_FIELDS
+            if name in NUMBER_COLUMNS
             else [r[name] for r in rows]
             for name in rows[0]
         }
