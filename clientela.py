@@ -567,6 +567,9 @@ def serve(
     # would mix versions across a promotion. Restart to follow the alias.
     served = pinned(model, bundle)
     _check_port(host, port)
+    from serving.schemas import Settings
+
+    Settings.from_env()  # a bad CLIENTELA_MAX_CUSTOMERS is one line here, not a worker traceback
 
     overrides = {
         "workers": workers,

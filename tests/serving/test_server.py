@@ -1,5 +1,6 @@
 """`clientela serve` as a real BentoML server process on loopback."""
 
+import os
 import shutil
 import socket
 import subprocess
@@ -86,3 +87,17 @@ def test_a_bento_is_built_for_one_model_version():
     assert spec["envs"] == [{"name": "CLIENTELA_MODEL", "value": "models:/clientela/7"}]
     assert spec["service"] == "serving.service:Clientela"  # the rest is left as it was
     assert spec["python"] == yaml.safe_load(text)["python"]
+
+
+def test_a_bad_setting_is_one_clear_line_and_exit_2(served, serve_process):
+    cli, _, free_port = serve_process
+    done = subprocess.run(
+        [*cli, "serve", "--model", str(served["bundle_dir"]), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CLIENTELA_MAX_CUSTOMERS": "lots"},
+    )
+    assert done.returncode == 2
+    assert "CLIENTELA_MAX_CUSTOMERS must be a positive integer" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
