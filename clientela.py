@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -70,11 +71,11 @@ def _user_errors(func):
             FileNotFoundError,
             PermissionError,
         ) as exc:
-            console.print(f"[bold red]error:[/] {exc}")
+            console.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
         except OSError as exc:  # the machine, not the input: a full disk, a dead device
             where = f" ({exc.filename})" if exc.filename else ""
-            console.print(f"[bold red]error:[/] {exc.strerror or exc}{where}")
+            console.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}{escape(where)}")
             raise typer.Exit(1) from None
 
     return wrapper
@@ -215,8 +216,6 @@ def train(
 ) -> None:
     """Train personas, churn and value models; log, register and maybe promote them."""
     from training.config import TrainConfig
-    from training.run import STAGES, run_training
-    from training.windows import plan_windows
 
     settings = TrainConfig.from_toml(
         config,
@@ -237,6 +236,14 @@ def train(
         columns,
         drop_duplicates,
     )
+    _train(inputs, settings)
+
+
+def _train(inputs, settings) -> None:
+    """Train on loaded inputs, showing the plan and the stages; log, register, maybe promote."""
+    from training.run import STAGES, run_training
+    from training.windows import plan_windows
+
     plan = plan_windows(inputs.transactions, inputs.as_of, settings)
     console.print(
         f"training as of {plan.as_of.date()} on {plan.history_days} days of history: churn "
@@ -471,6 +478,18 @@ def report(
     out: Annotated[
         str | None, typer.Option(help="Also write the table: .csv/.parquet path or URL#table")
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write one self-contained HTML page (personas, value at risk, score "
+            "distributions, latest monitoring); `clientela serve` shows it at /report",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model for the persona profiles (default: the version in the scores)"),
+    ] = None,
     log_to_mlflow: Annotated[
         bool, typer.Option("--mlflow/--no-mlflow", help="Log the report as an MLflow run")
     ] = True,
@@ -531,6 +550,257 @@ def report(
             },
         )
         console.print(f"logged to MLflow: experiment {experiment}, run {run_id}")
+    if html:
+        _write_html(html, table_in, model or f"models:/{version}", experiment, log_to_mlflow)
+
+
+def _write_html(path: Path, scores, model: str, experiment: str, with_mlflow: bool) -> None:
+    """The report page; the persona profiles come from the model and the monitoring from
+    MLflow, each left out with a notice when it cannot be had."""
+    from features.schema import DataError
+    from models.errors import BundleError, RegistryError
+    from serving.html import render
+
+    catalog, monitoring = [], None
+    try:
+        from models.registry import load_bundle
+
+        with console.status(f"loading persona profiles from {model}"):
+            bundle = load_bundle(model)
+        catalog = bundle.manifest.get("persona_catalog", [])
+    except (BundleError, RegistryError, DataError) as exc:
+        console.print(f"[yellow]notice:[/] no persona profiles in the page: {escape(str(exc))}")
+    if with_mlflow:
+        from models.registry import latest_monitoring
+
+        version = str(scores["model_version"].iloc[0])
+        monitoring = latest_monitoring(experiment, version)
+    page = render(scores, catalog, monitoring)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    console.print(f"report page -> {path}")
+
+
+@app.command()
+@_user_errors
+def audience(
+    scores: Annotated[
+        str, typer.Option("--scores", "-s", help="Output of `clientela score`: path or URL#table")
+    ],
+    rules: Annotated[
+        str | None,
+        typer.Option(help="Audience rules (TOML); default: the examples that ship with clientela"),
+    ] = None,
+    out: Annotated[
+        str,
+        typer.Option(
+            help="Members: .parquet/.csv path or URL#table; definitions go beside it "
+            "(x.definitions.parquet, or URL#table_definitions)"
+        ),
+    ] = "clientela_audiences.parquet",
+) -> None:
+    """Named customer lists for marketing systems, built from one scoring run by rules in TOML:
+    persona, lifecycle_stage and risk_band (one value or a list); churn_probability,
+    value_percentile, predicted_value, expected_purchases and value_at_risk (churn probability x
+    predicted value) as { min = .., max = .. }; top = N ranked by `by` (default value_at_risk);
+    min_size = N to refuse a list that comes out shorter. Lists and definitions (with the model
+    version and as_of) are replaced together, atomically."""
+    from features.sources import read_table, write_tables
+    from serving.audiences import SCORES, build_audiences, definitions_spec, load_audiences
+    from serving.report import check_scores
+
+    definitions = load_audiences(rules)
+    table_in = read_table(scores)
+    needed = ("customer_id", "persona_id", "persona_name", "lifecycle_stage", "risk_band")
+    extra = ("model_version", "as_of")
+    check_scores(table_in, scores, (*needed, *[c for c in SCORES if c != "value_at_risk"], *extra))
+    members, summary = build_audiences(table_in, definitions, rules or "the bundled rules")
+    where = write_tables({out: members, definitions_spec(out): summary})
+    first = summary.iloc[0]
+    view = Table(
+        title=f"audiences from {scores} (as of {first['as_of']}, model {first['model_version']})",
+        title_justify="left",
+    )
+    view.add_column("audience", overflow="fold")
+    for col in ("customers", "predicted value", "value at risk"):
+        view.add_column(col, justify="right", no_wrap=True)
+    view.add_column("description", ratio=1, min_width=24)
+    for row in summary.itertuples():
+        view.add_row(
+            row.audience,
+            f"{row.customers:,}",
+            f"{row.predicted_value:,.0f}",
+            f"{row.value_at_risk:,.0f}",
+            row.description,
+        )
+    console.print(view)
+    console.print(f"members -> {where[0]}\ndefinitions -> {where[1]}")
+
+
+@app.command()
+@_user_errors
+def monitor(
+    scores: Annotated[
+        str,
+        typer.Option(
+            "--scores", "-s", help="Output of a past `clientela score`: path or URL#table"
+        ),
+    ],
+    transactions: Transactions,
+    customers: Customers = None,
+    as_of: AsOf = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model that made the scores (default: the version named in them)"),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="TOML file: thresholds under [monitor], [train] for --retrain"
+        ),
+    ] = None,
+    retrain: Annotated[
+        bool, typer.Option(help="When a retrain is recommended, train (through the usual gate)")
+    ] = False,
+    log_to_mlflow: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="Log the monitoring run to MLflow")
+    ] = True,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "clientela",
+    customer_col: CustomerCol = None,
+    time_col: TimeCol = None,
+    amount_col: AmountCol = None,
+    mapping: MappingFile = None,
+    time_format: TimeFormat = None,
+    encoding: Encoding = "utf-8",
+    drop_duplicates: DropDuplicates = False,
+) -> None:
+    """How past scores did once their horizon passed (churn AUC, calibration, Brier, value vs
+    actual, overall and per persona, beside the BTYD baseline) and how far inputs and
+    predictions drifted (PSI) since training. Exit code 3 when a retrain is recommended."""
+    from features.sources import read_table
+    from models.registry import load_bundle
+    from serving.report import check_scores
+    from training.config import MonitorConfig, TrainConfig
+    from training.monitor import monitor as run_monitor
+
+    thresholds = MonitorConfig.from_toml(config)
+    past = read_table(scores)
+    needed = ("customer_id", "persona_name", "churn_probability", "predicted_value")
+    check_scores(past, scores, (*needed, "model_version", "as_of"))
+    version = str(past["model_version"].iloc[0])
+    uri = model or f"models:/{version}"
+    with console.status(f"loading model {uri}"):
+        bundle = load_bundle(uri)
+    columns = (customer_col, time_col, amount_col)
+    inputs = _load(
+        transactions, customers, as_of, mapping, time_format, encoding, columns, drop_duplicates
+    )
+    with console.status("comparing past scores with what happened, and measuring drift"):
+        result = run_monitor(past, inputs, bundle, thresholds)
+    _print_monitoring(result, bundle)
+    if log_to_mlflow:
+        from models.registry import log_monitoring
+
+        tables = {}
+        if result.by_persona is not None:
+            tables["value_by_persona.json"] = result.by_persona
+        for name, psi in (("feature", result.feature_psi), ("prediction", result.prediction_psi)):
+            if psi is not None:
+                tables[f"{name}_psi.json"] = psi.rename("psi").rename_axis("column").reset_index()
+        run_id = log_monitoring(
+            experiment,
+            version,
+            {
+                "as_of": str(result.as_of.date()),
+                "scores_as_of": str(result.scored_as_of.date()),
+                "verdict": "retrain" if result.retrain else "ok",
+            },
+            result.metrics,
+            tables,
+            thresholds.to_params(),
+            result.alarms,
+        )
+        console.print(f"logged to MLflow: experiment {experiment}, run {run_id}")
+    if not result.retrain:
+        console.print("[green]no threshold crossed: no retrain needed[/]")
+        return
+    console.print("[bold red]retrain recommended:[/]")
+    for alarm in result.alarms:
+        console.print(f"  - {escape(alarm)}")
+    if not retrain:
+        raise typer.Exit(3)
+    _train(inputs, TrainConfig.from_toml(config))
+
+
+def _print_monitoring(result, bundle) -> None:
+    m = result.metrics
+    console.print(
+        f"model {result.model_version}: scores as of {result.scored_as_of.date()} for "
+        f"{result.customers:,} customers, checked as of {result.as_of.date()} (churn horizon "
+        f"{bundle.churn_horizon} d, value horizon {bundle.value_horizon} d)"
+    )
+    trained = bundle.manifest.get("metrics", {})
+    rows = [
+        ("churn AUC, active customers", "churn_auc"),
+        ("churn AUC, all customers", "churn_all_auc"),
+        ("churn Brier, all", "churn_all_brier"),
+        ("churn calibration error, all", "churn_all_calibration_error"),
+        ("churn rate, all", "churn_all_base_rate"),
+        ("value Gini (normalised)", "value_normalized_gini"),
+        ("value Spearman", "value_spearman"),
+        ("value total vs actual", "value_aggregate_bias"),
+    ]
+    table = Table(title="how the scores did (realised)", title_justify="left")
+    for col in ("metric", "model", "BTYD baseline", "at training"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+
+    def fmt(key, value):
+        if value is None:
+            return "-"
+        return f"{value:+.1%}" if key.endswith("bias") else f"{value:.3f}"
+
+    shown = False
+    for label, key in rows:
+        if key in m:
+            shown = True
+            table.add_row(
+                label,
+                fmt(key, m[key]),
+                fmt(key, m.get(f"baseline_{key}")),
+                fmt(key, trained.get(key)),
+            )
+    if shown:
+        console.print(table)
+    if result.by_persona is not None:
+        view = Table(title="value by persona: predicted vs actual", title_justify="left")
+        for col in ("persona", "customers", "predicted", "BTYD", "actual", "off by"):
+            view.add_column(col, justify="left" if col == "persona" else "right")
+        for row in result.by_persona.itertuples():
+            view.add_row(
+                row.persona_name,
+                f"{row.customers:,}",
+                f"{row.predicted_value:,.0f}",
+                f"{row.baseline_value:,.0f}",
+                f"{row.actual_value:,.0f}",
+                f"{row.bias:+.0%}",
+            )
+        console.print(view)
+    drift_view = Table(
+        title="drift since training", caption="PSI below 0.1: stable; above 0.25: a large shift"
+    )
+    drift_view.add_column("column")
+    drift_view.add_column("PSI", justify="right")
+    for psi in (
+        result.prediction_psi,
+        result.feature_psi.head(5) if result.feature_psi is not None else None,
+    ):
+        if psi is None:
+            continue
+        for i, (name, value) in enumerate(psi.items()):
+            drift_view.add_row(name, f"{value:.3f}", end_section=i == len(psi) - 1)
+    console.print(drift_view)
+    for note in result.notes:
+        console.print(f"[yellow]notice:[/] {escape(note)}")
 
 
 @app.command()
@@ -544,6 +814,9 @@ def serve(
     snapshot: Annotated[str, typer.Option(help="Feature snapshot for lookups by id")] = (
         "clientela_snapshot.parquet"
     ),
+    audiences: Annotated[
+        str, typer.Option(help="Lists served at /audiences (`clientela audience --out`)")
+    ] = "clientela_audiences.parquet",
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per core)")] = 1,
     max_concurrency: Annotated[
         int, typer.Option(min=1, help="Requests in flight per worker; more get a 503")
@@ -570,6 +843,9 @@ def serve(
     from serving.schemas import Settings
 
     Settings.from_env()  # a bad CLIENTELA_MAX_CUSTOMERS is one line here, not a worker traceback
+    from serving.audiences import definitions_spec
+
+    definitions_spec(audiences)  # a bad URL#table too
 
     overrides = {
         "workers": workers,
@@ -583,6 +859,7 @@ def serve(
         **os.environ,
         "CLIENTELA_MODEL": served,
         "CLIENTELA_SNAPSHOT": snapshot,
+        "CLIENTELA_AUDIENCES": audiences,
         "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"clientela": overrides}}),
     }
     console.print(
@@ -666,7 +943,8 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after scoring")] = False,
     port: Annotated[int, typer.Option(help="HTTP port of the API")] = 3000,
 ) -> None:
-    """generate -> train -> score -> serve, on generated data and embedded defaults."""
+    """generate -> train -> score -> audiences -> serve, on generated data and embedded
+    defaults."""
     data = workdir / "data"
     generate(customers=customers, out=data, seed=7, end="2025-12-31", years=3.0, fmt="parquet")
     tx, cust = str(data / "transactions.parquet"), str(data / "customers.parquet")
@@ -674,6 +952,7 @@ def demo(
     train(transactions=tx, customers=cust)
     scores = str(workdir / "scores.parquet")
     score(out=scores, transactions=tx, customers=cust)
+    audience(scores=scores)
     console.print(
         f"[bold green]demo data in {data}/, features and scores in {workdir}/, MLflow runs in "
         "./mlflow.db (mlflow ui --backend-store-uri sqlite:///mlflow.db)[/]"

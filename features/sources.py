@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import os
 import re
 from pathlib import Path
 
@@ -138,57 +139,88 @@ def _read_sql(spec: str) -> pd.DataFrame:
 
 
 def write_table(frame: pd.DataFrame, spec: str | Path) -> str:
-    """Write by the destination's form: `.parquet`, `.csv`, or `URL#table` (replaced)."""
-    spec = str(spec)
-    if is_sql(spec):
-        return _write_sql(frame, spec)
-    path = Path(spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write by the destination's form: `.parquet`, `.csv`, or `URL#table`, replacing what was
+    there atomically: a reader sees the old rows or the new ones, never part of them."""
+    return write_tables({str(spec): frame})[0]
+
+
+def write_tables(frames: dict[str, pd.DataFrame]) -> list[str]:
+    """Write several tables that belong together (e.g. lists and their definitions). Tables in
+    one database are swapped in one transaction; files are each written beside their place
+    and moved into it, once all of them have been written."""
+    sql = [spec for spec in frames if is_sql(spec)]
+    urls = {split_table(spec)[0] for spec in sql}
+    if sql and (len(urls) > 1 or len(sql) < len(frames)):
+        raise DataError("tables written together must all go to one database or all to files")
+    if sql:
+        return _write_sql({split_table(s)[1]: f for s, f in frames.items()}, urls.pop())
+    written = [_write_file(frame, Path(spec)) for spec, frame in frames.items()]
+    for temporary, path in written:
+        os.replace(temporary, path)
+    return [str(path) for _, path in written]
+
+
+def _write_file(frame: pd.DataFrame, path: Path) -> tuple[Path, Path]:
+    """Write the file beside `path`; returns (that file, path)."""
     suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        # Without pandas' own metadata: it names Arrow-backed dtypes (the list of reasons) in
-        # a form pandas cannot read back.
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        pq.write_table(table.replace_schema_metadata(None), path)
-    elif suffix == ".csv":
-        pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
-    else:
+    if suffix not in (".parquet", ".pq", ".csv"):
         raise DataError(f"cannot tell the format of {path}: use a .parquet or .csv suffix")
-    return str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    try:
+        if suffix == ".csv":
+            pacsv.write_csv(table, temporary)
+        else:
+            # Without pandas' own metadata: it names Arrow-backed dtypes (the list of reasons)
+            # in a form pandas cannot read back.
+            pq.write_table(table.replace_schema_metadata(None), temporary)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary, path
 
 
-def _write_sql(frame: pd.DataFrame, spec: str) -> str:
-    """Replace the table atomically: load the rows into a staging table (PostgreSQL COPY where
-    available), then drop the old table and rename the new one in one transaction. A reader
+def _write_sql(frames: dict[str, pd.DataFrame], url: str) -> list[str]:
+    """Replace the tables atomically: load the rows into staging tables (PostgreSQL COPY where
+    available), then drop the old tables and rename the new ones in one transaction. A reader
     sees the old rows or the new ones, never an empty or half-loaded table, and a failed load
-    leaves the old table as it was."""
-    url, table = split_table(spec)
-    schema, _, name = table.rpartition(".")
-    staging = f"{name}__clientela_staging"
+    leaves the old tables as they were."""
     engine = engine_for(url)
     quote = engine.dialect.identifier_preparer.quote
 
-    def qualified(n: str) -> str:
+    def qualified(schema: str, n: str) -> str:
         return f"{quote(schema)}.{quote(n)}" if schema else quote(n)
 
-    where = {"schema": schema or None, "index": False}
+    names = {table: table.rpartition(".") for table in frames}
+    current = None
     try:
-        frame.head(0).to_sql(staging, engine, if_exists="replace", **where)
-        if engine.dialect.name == "postgresql":
-            _copy_into(engine, qualified(staging), frame)
-        else:
-            frame.to_sql(staging, engine, if_exists="append", chunksize=50_000, **where)
+        for table, frame in frames.items():
+            current = table
+            schema, _, name = names[table]
+            where = {"schema": schema or None, "index": False}
+            staging = f"{name}__clientela_staging"
+            frame.head(0).to_sql(staging, engine, if_exists="replace", **where)
+            if engine.dialect.name == "postgresql":
+                _copy_into(engine, qualified(schema, staging), frame)
+            else:
+                frame.to_sql(staging, engine, if_exists="append", chunksize=50_000, **where)
+        current = ", ".join(frames)
         with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {qualified(name)}")
-            conn.exec_driver_sql(f"ALTER TABLE {qualified(staging)} RENAME TO {quote(name)}")
+            for schema, _, name in names.values():
+                staging = qualified(schema, f"{name}__clientela_staging")
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {qualified(schema, name)}")
+                conn.exec_driver_sql(f"ALTER TABLE {staging} RENAME TO {quote(name)}")
     except Exception as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        with contextlib.suppress(Exception), engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {qualified(staging)}")
-        raise DataError(f"cannot write table {table!r} at {redact(url)}: {reason}") from None
+        for schema, _, name in names.values():
+            staging = qualified(schema, f"{name}__clientela_staging")
+            with contextlib.suppress(Exception), engine.begin() as conn:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging}")
+        raise DataError(f"cannot write table {current!r} at {redact(url)}: {reason}") from None
     finally:
         engine.dispose()
-    return f"{redact(url)}#{table}"
+    return [f"{redact(url)}#{table}" for table in frames]
 
 
 def _copy_into(engine, target: str, frame: pd.DataFrame) -> None:

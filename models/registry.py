@@ -190,6 +190,81 @@ def log_report(experiment: str, table, tags: dict[str, str], metrics: dict[str, 
         return run.info.run_id
 
 
+def log_monitoring(
+    experiment: str,
+    model_version: str,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    tables: dict[str, object],
+    params: dict[str, str],
+    alarms: list[str],
+) -> str:
+    """A monitoring run (kind `monitor`), linked both ways to the model version it checked: the
+    run is tagged with it, and the version gets the run's id and verdict as tags. Aggregates
+    only: no customer rows. Returns the run id."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name, _, version = model_version.partition("/")
+    with quiet():
+        check_tracking()
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name=f"monitor {model_version} as_of {tags['as_of']}") as run:
+            mlflow.set_tags({"kind": "monitor", "model_version": model_version, **tags})
+            mlflow.log_params(params)
+            mlflow.log_metrics(metrics)
+            for artifact, table in tables.items():
+                mlflow.log_table(table, artifact)
+            mlflow.log_dict({"alarms": alarms}, "alarms.json")
+        if version.isdigit():
+            try:
+                client = _client()
+                client.set_model_version_tag(name, version, "monitor_run_id", run.info.run_id)
+                verdict = "retrain" if metrics.get("retrain_recommended") else "ok"
+                client.set_model_version_tag(name, version, "monitor_verdict", verdict)
+            except MlflowException:  # scores of a model this store does not hold
+                pass
+        return run.info.run_id
+
+
+def latest_monitoring(experiment: str, model_version: str) -> dict | None:
+    """The latest monitoring run of a model version: metrics, tags, alarms and the PSI of every
+    column (largest first); None when there is none."""
+    import mlflow
+    import pandas as pd
+
+    if not re.fullmatch(r"[\w.-]+/\d+", model_version):  # it goes into a filter string
+        return None
+    with quiet():
+        check_tracking()
+        found = mlflow.search_runs(
+            experiment_names=[experiment],
+            filter_string=f"tags.kind = 'monitor' and tags.model_version = '{model_version}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+            output_format="list",
+        )
+        if not found:
+            return None
+        run = found[0]
+        run_id = run.info.run_id
+        psi = []
+        for name in ("prediction_psi.json", "feature_psi.json"):
+            try:
+                psi.append(mlflow.load_table(name, run_ids=[run_id]))
+            except Exception:  # a run without that table (drift had no reference)
+                continue
+        alarms = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/alarms.json")["alarms"]
+    table = pd.concat(psi) if psi else pd.DataFrame(columns=["column", "psi"])
+    return {
+        "run_id": run_id,
+        "metrics": run.data.metrics,
+        "tags": run.data.tags,
+        "alarms": alarms,
+        "psi": table.set_index("column")["psi"].sort_values(ascending=False),
+    }
+
+
 def _register(model_uri: str, name: str, run_id: str, manifest_digest: str) -> str:
     import mlflow
 

@@ -25,15 +25,19 @@ COLUMNS = [
 ]
 
 
-def check_scores(scores: pd.DataFrame, source: str) -> None:
-    """Refuse a table that is not `clientela score` output, naming what is wrong."""
-    missing = [c for c in NEEDED if c not in scores.columns]
+def check_scores(
+    scores: pd.DataFrame, source: str, columns: tuple[str, ...] = tuple(NEEDED)
+) -> None:
+    """Refuse a table that is not `clientela score` output (lacking any of `columns`), naming
+    what is wrong."""
+    missing = [c for c in columns if c not in scores.columns]
     if missing:
         raise DataError(
             f"{source} lacks column(s) {', '.join(missing)}: it is not the output of "
             "`clientela score`"
         )
-    for col in ("churn_probability", "predicted_value"):
+    numbers = ("churn_probability", "predicted_value", "expected_purchases", "value_percentile")
+    for col in (c for c in numbers if c in scores.columns):
         values = pd.to_numeric(scores[col], errors="coerce")
         bad = values.isna() & scores[col].notna()
         if bad.any():

@@ -19,13 +19,20 @@ class Settings:
 
     token: str | None = None  # CLIENTELA_API_TOKEN: inference routes need this bearer token
     max_customers: int = 10_000  # CLIENTELA_MAX_CUSTOMERS: customers per request
+    audiences: str = (
+        "clientela_audiences.parquet"  # CLIENTELA_AUDIENCES: `clientela audience --out`
+    )
 
     @classmethod
     def from_env(cls) -> Settings:
         raw = os.environ.get("CLIENTELA_MAX_CUSTOMERS", "10000")
         if not raw.isdigit() or int(raw) < 1:
             raise ValueError(f"CLIENTELA_MAX_CUSTOMERS must be a positive integer, got {raw!r}")
-        return cls(os.environ.get("CLIENTELA_API_TOKEN") or None, int(raw))
+        return cls(
+            os.environ.get("CLIENTELA_API_TOKEN") or None,
+            int(raw),
+            os.environ.get("CLIENTELA_AUDIENCES") or cls.audiences,
+        )
 
 
 CustomerId = Annotated[str, Field(min_length=1, max_length=128, examples=["0000042"])]
@@ -142,3 +149,41 @@ class Prediction(BaseModel):
 
 class ScoreResponse(BaseModel):
     predictions: list[Prediction]
+
+
+class AudienceSummary(BaseModel):
+    audience: str
+    description: str
+    rules: dict = Field(description="the definition as written in the rules file")
+    customers: int
+    predicted_value: float
+    value_at_risk: float = Field(description="sum of churn probability x predicted value")
+    model_version: str
+    as_of: str = Field(description="the day of the scores the audience was built from")
+    built_at: str
+
+
+class AudiencesResponse(BaseModel):
+    audiences: list[AudienceSummary]
+
+
+class AudienceMember(BaseModel):
+    rank: int
+    customer_id: str
+    persona_id: int | None
+    persona_name: str | None
+    lifecycle_stage: str | None
+    risk_band: str | None
+    churn_probability: float | None
+    expected_purchases: float | None
+    predicted_value: float | None
+    value_percentile: int | None
+    value_at_risk: float | None
+
+
+class AudiencePage(BaseModel):
+    audience: AudienceSummary
+    offset: int
+    limit: int
+    next_offset: int | None = Field(description="offset of the next page; null on the last")
+    customers: list[AudienceMember]

@@ -17,8 +17,28 @@ from models.bundle import Bundle
 DEFAULT_SNAPSHOT = "clientela_snapshot.parquet"
 
 
-class SnapshotUnavailable(RuntimeError):
-    """The snapshot's database cannot be reached now (the API answers 503 and retries)."""
+class DatabaseUnavailable(RuntimeError):
+    """A database behind the API cannot be reached now (the API answers 503 and retries)."""
+
+
+def query(engine, sql: str, what: str, **params) -> pd.DataFrame:
+    """Rows of a parameterised query (`ids` expands to a list); DatabaseUnavailable naming
+    `what` when the database is down or unreachable."""
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    statement = sqlalchemy.text(sql)
+    if "ids" in params:
+        statement = statement.bindparams(sqlalchemy.bindparam("ids", expanding=True))
+    try:
+        with engine.connect() as conn:
+            return pd.read_sql_query(statement, conn, params=params)
+    except (sqlalchemy.exc.DBAPIError, pd.errors.DatabaseError) as exc:
+        # pandas wraps some of the driver's errors in its own
+        cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
+        orig = getattr(cause, "orig", None) or cause or exc
+        reason = str(orig).strip().splitlines()[0] if str(orig).strip() else type(exc).__name__
+        raise DatabaseUnavailable(f"the {what} database is unavailable: {reason}") from None
 
 
 def write_snapshot(features: pd.DataFrame, as_of: pd.Timestamp, spec: str) -> str:
@@ -94,19 +114,7 @@ class Snapshot:
                 self.labels[r["customer_id"]] = shared.setdefault(label, label)
 
     def _query(self, sql: str, **params) -> pd.DataFrame:
-        import sqlalchemy
-        import sqlalchemy.exc
-
-        query = sqlalchemy.text(sql)
-        if "ids" in params:
-            query = query.bindparams(sqlalchemy.bindparam("ids", expanding=True))
-        try:
-            with self.engine.connect() as conn:
-                rows = pd.read_sql_query(query, conn, params=params)
-        except sqlalchemy.exc.DBAPIError as exc:  # the database is down or unreachable
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            message = f"the feature snapshot database is unavailable: {reason}"
-            raise SnapshotUnavailable(message) from None
+        rows = query(self.engine, sql, "feature snapshot", **params)
         rows["customer_id"] = rows["customer_id"].astype("str")
         return rows
 

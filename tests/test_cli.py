@@ -101,8 +101,10 @@ def test_a_full_disk_is_one_clear_line_and_exit_1(tmp_path):
     export = tmp_path / "tx.csv"
     export.write_text("customer_id,timestamp,amount\na,2024-01-01,5\nb,2024-01-02,7\n")
     out = tmp_path / "features.parquet"
-    out.symlink_to("/dev/full")
+    # Files are written beside their place first, then moved into it: that write fails.
+    (tmp_path / f".features.parquet.{os.getpid()}.partial").symlink_to("/dev/full")
     result = runner.invoke(app, ["features", "-t", str(export), "--out", str(out)])
     assert result.exit_code == 1
     assert "No space left on device" in result.output
     assert "Traceback" not in result.output
+    assert not out.exists() and not list(tmp_path.glob(".*partial"))

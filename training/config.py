@@ -67,32 +67,66 @@ class TrainConfig:
         """Fields from a TOML file (flat `key = value`, or under `[train]`), then `overrides`
         that are not None (the command line wins). Unknown keys and wrong types are refused by
         name."""
-        values: dict = {}
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise DataError(f"config file {path} does not exist")
-            try:
-                data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except tomllib.TOMLDecodeError as exc:
-                raise DataError(f"config file {path} is not valid TOML: {exc}") from None
-            values = data.get("train", data)
-            if not isinstance(values, dict):
-                raise DataError(f"config file {path}: [train] must be a table")
-        values = {**values, **{k: v for k, v in overrides.items() if v is not None}}
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise DataError(
-                f"config {path or ''}: unknown setting(s) {unknown}; known: {sorted(known)}"
-            )
-        hints = typing.get_type_hints(cls)
-        for name, value in values.items():
-            values[name] = _coerce(name, value, hints[name], path)
+        return _from_toml(cls, "train", path, overrides)
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """When `clientela monitor` recommends a retrain (exit code 3)."""
+
+    # Realised churn AUC (active customers) this far below the AUC measured at training.
+    max_auc_drop: float = 0.05
+    # Realised AUC or value Gini this far below the BTYD baseline's on the same customers.
+    max_behind_baseline: float = 0.02
+    max_value_bias: float = 0.30  # |predicted total / actual total - 1|
+    max_feature_psi: float = 0.25  # any model input: above 0.25 is a large shift
+    max_prediction_psi: float = 0.25  # churn probability, predicted value, persona shares
+
+    def __post_init__(self):
+        for f in fields(self):
+            if getattr(self, f.name) <= 0:
+                raise ValueError(f"{f.name} must be positive, got {getattr(self, f.name)}")
+
+    def to_params(self) -> dict:
+        return {k: str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_toml(cls, path: Path | str | None = None, **overrides) -> MonitorConfig:
+        """Thresholds from the `[monitor]` table of a TOML file (the training settings beside
+        it are not read), then `overrides` that are not None."""
+        return _from_toml(cls, "monitor", path, overrides)
+
+
+def _from_toml(cls, section: str, path: Path | str | None, overrides: dict):
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"config file {path} does not exist")
         try:
-            return cls(**values)
-        except ValueError as exc:
-            raise DataError(f"config {path or ''}: {exc}") from None
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise DataError(f"config file {path} is not valid TOML: {exc}") from None
+        if section in data:
+            values = data[section]
+        elif section == "train" and "monitor" not in data:  # a flat file holds training settings
+            values = data
+        if not isinstance(values, dict):
+            raise DataError(f"config file {path}: [{section}] must be a table")
+    values = {**values, **{k: v for k, v in overrides.items() if v is not None}}
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise DataError(
+            f"config {path or ''}: unknown setting(s) {unknown}; known: {sorted(known)}"
+        )
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        values[name] = _coerce(name, value, hints[name], path)
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise DataError(f"config {path or ''}: {exc}") from None
 
 
 def _coerce(name: str, value, hint, path):

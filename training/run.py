@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.load import Inputs
-from models import registry
+from models import drift, registry
 from models.bundle import Bundle, BundleError, BundleSchemaError, joined_reasons
 from training.config import TrainConfig
 from training.examples import FeatureCache
@@ -125,9 +125,23 @@ def train(
         "value_quantiles": np.quantile(predicted_value, np.linspace(0, 1, 101)).tolist(),
         "persona_catalog": catalog.to_dict(orient="records"),
         "baseline": final_btyd.to_dict(),
+        # What the inputs and predictions looked like, for `clientela monitor`'s drift (PSI).
+        "drift_reference": drift.reference(
+            final_features.reindex(columns=model_inputs(bundle)).assign(
+                persona_id=assigned.astype(str),
+                churn_probability=churn_probability,
+                predicted_value=predicted_value,
+            )
+        ),
     }
     stages.stop()
     return TrainResult(bundle, metrics, plan, evaluation, config, stages.timings)
+
+
+def model_inputs(bundle: Bundle) -> list[str]:
+    """Every feature the models read, the baseline's outputs included; never the customer id."""
+    columns = [*bundle.feature_columns, *bundle.encoder.numeric_]
+    return [c for c in dict.fromkeys(columns) if c != "customer_id"]
 
 
 @dataclass
