@@ -817,6 +817,9 @@ def serve(
     audiences: Annotated[
         str, typer.Option(help="Lists served at /audiences (`clientela audience --out`)")
     ] = "clientela_audiences.parquet",
+    report_page: Annotated[
+        Path, typer.Option("--report", help="Page served at /report (`clientela report --html`)")
+    ] = Path("clientela_report.html"),
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per core)")] = 1,
     max_concurrency: Annotated[
         int, typer.Option(min=1, help="Requests in flight per worker; more get a 503")
@@ -860,6 +863,7 @@ def serve(
         "CLIENTELA_MODEL": served,
         "CLIENTELA_SNAPSHOT": snapshot,
         "CLIENTELA_AUDIENCES": audiences,
+        "CLIENTELA_REPORT": str(report_page.resolve()),
         "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"clientela": overrides}}),
     }
     console.print(
@@ -943,8 +947,8 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after scoring")] = False,
     port: Annotated[int, typer.Option(help="HTTP port of the API")] = 3000,
 ) -> None:
-    """generate -> train -> score -> audiences -> serve, on generated data and embedded
-    defaults."""
+    """generate -> train -> score -> audiences -> report -> serve, on generated data and
+    embedded defaults."""
     data = workdir / "data"
     generate(customers=customers, out=data, seed=7, end="2025-12-31", years=3.0, fmt="parquet")
     tx, cust = str(data / "transactions.parquet"), str(data / "customers.parquet")
@@ -953,6 +957,7 @@ def demo(
     scores = str(workdir / "scores.parquet")
     score(out=scores, transactions=tx, customers=cust)
     audience(scores=scores)
+    report(scores=scores, html=Path("clientela_report.html"))
     console.print(
         f"[bold green]demo data in {data}/, features and scores in {workdir}/, MLflow runs in "
         "./mlflow.db (mlflow ui --backend-store-uri sqlite:///mlflow.db)[/]"

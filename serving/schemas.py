@@ -19,9 +19,8 @@ class Settings:
 
     token: str | None = None  # CLIENTELA_API_TOKEN: inference routes need this bearer token
     max_customers: int = 10_000  # CLIENTELA_MAX_CUSTOMERS: customers per request
-    audiences: str = (
-        "clientela_audiences.parquet"  # CLIENTELA_AUDIENCES: `clientela audience --out`
-    )
+    audiences: str = "clientela_audiences.parquet"  # CLIENTELA_AUDIENCES: lists for /audiences
+    report: str = "clientela_report.html"  # CLIENTELA_REPORT: the page for /report
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -32,6 +31,7 @@ class Settings:
             os.environ.get("CLIENTELA_API_TOKEN") or None,
             int(raw),
             os.environ.get("CLIENTELA_AUDIENCES") or cls.audiences,
+            os.environ.get("CLIENTELA_REPORT") or cls.report,
         )
 
 

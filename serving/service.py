@@ -6,6 +6,7 @@ Configuration from the environment, read when the service starts (never at impor
   CLIENTELA_API_TOKEN      if set, inference routes need `Authorization: Bearer <token>`
   CLIENTELA_MAX_CUSTOMERS  per-request limit on customers (default 10,000)
   CLIENTELA_AUDIENCES      lists served at /audiences (default ./clientela_audiences.parquet)
+  CLIENTELA_REPORT         page served at /report (default ./clientela_report.html)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import os
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import bentoml
@@ -25,7 +27,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from features.customer import (
     ATTRIBUTE_CATEGORICAL,
@@ -58,7 +60,7 @@ from serving.snapshot import (
 )
 
 log = logging.getLogger("clientela.serving")
-PROTECTED = ("/score/", "/personas", "/model", "/audiences")
+PROTECTED = ("/score/", "/personas", "/model", "/audiences", "/report")
 
 predictions_total = bentoml.metrics.Counter(
     name="clientela_predictions_total",
@@ -363,6 +365,27 @@ async def audience(
         customers=members,
     )
     return Response(page.model_dump_json(), media_type="application/json")
+
+
+@info_app.get(
+    "/report",
+    response_class=HTMLResponse,
+    responses={
+        401: {"model": ErrorResponse, "description": "missing or invalid bearer token"},
+        404: {"model": ErrorResponse, "description": "no report page written yet"},
+    },
+    summary="The report page written by `clientela report --html`",
+)
+async def report(request: Request) -> Response:
+    """Personas, value at risk, score distributions and the latest monitoring, as the one
+    self-contained page `clientela report --html` last wrote (read again on every request, so
+    a new page shows without a restart)."""
+    path = Path(request.app.state.clientela.settings.report)
+    try:
+        page = await run_in_threadpool(path.read_bytes)
+    except OSError:
+        return _error(404, f"no report page at {path}: write it with `clientela report --html`")
+    return HTMLResponse(page)
 
 
 @bentoml.asgi_app(info_app, path="/")

@@ -13,7 +13,7 @@ AUTH = {"Authorization": "Bearer tok"}
 def test_no_5xx_and_responses_match_the_schema(server):
     schema = schemathesis.openapi.from_url(f"{server}/openapi.json", headers=AUTH)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 7  # /score/ids, /score/transactions, /score/features, /audiences..
+    assert len(operations) == 8  # /score/ids, /score/transactions, /score/features, /report..
     for operation in operations:
 
         @given(case=operation.as_strategy())

@@ -148,3 +148,14 @@ def test_cli_exits_3_on_a_shift_and_logs_aggregates_linked_to_the_version(
 
     bad = CliRunner().invoke(app, [*args, "--model", str(bundle_dir), "--config", "nope.toml"])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+    # --retrain: the same data trains a new version, through the usual gate.
+    (tmp_path / "thresholds.toml").write_text(
+        "[monitor]\nmax_value_bias = 0.5\n[train]\nn_personas = 3\nstability_resamples = 1\n"
+    )
+    retrained = CliRunner().invoke(
+        app, [*args, "--model", str(bundle_dir), "--config", "thresholds.toml", "--retrain"]
+    )
+    assert retrained.exit_code == 0, retrained.output
+    assert "retrain recommended" in retrained.output
+    assert str(client.get_model_version_by_alias("clientela", "champion").version) == "1"
