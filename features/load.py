@@ -30,9 +30,8 @@ def load_inputs(
     drop_duplicates: bool = False,
 ) -> Inputs:
     mapping = mapping or ColumnMapping()
-    raw = read_table(transactions, encoding=mapping.encoding)
     tx, as_of, tx_report = validate_transactions(
-        raw,
+        read_table(transactions, encoding=mapping.encoding),  # held by no one else: freed early
         mapping,
         as_of,
         source=redact(transactions),

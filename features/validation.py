@@ -8,11 +8,14 @@ column mapping or date format rather than dirty rows.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.schema import (
     ATTRIBUTE_BOUNDS,
@@ -81,9 +84,57 @@ def normalize_ids(values: pd.Series) -> pd.Series:
         return out.astype("str")
     if pd.api.types.is_integer_dtype(values):
         return values.astype("str")
+    if (text := _arrow_text(values)) is not None:  # text read from CSV: vectorised in Arrow
+        text = pc.replace_substring_regex(pc.utf8_trim_whitespace(text), _ID_FLOAT.pattern, r"\1")
+        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+        return pd.Series(text, index=values.index, dtype="str")
     out = values.astype("str").str.strip()
     out = out.str.replace(_ID_FLOAT.pattern, r"\1", regex=True)
     return out.where(out.notna() & (out != ""), None)
+
+
+def _arrow_text(values: pd.Series) -> pa.ChunkedArray | None:
+    """The Arrow strings behind a text column (as CSV sources are read), else None."""
+    if isinstance(values.array, pd.arrays.ArrowStringArray):
+        found = pa.array(values.array)
+        return found if isinstance(found, pa.ChunkedArray) else pa.chunked_array([found])
+    return None
+
+
+def _iso_in_arrow(text: pa.ChunkedArray) -> tuple[pd.Series, int] | None:
+    """ISO 8601 text parsed by Arrow's own parser: all naive (read as UTC) or all with an
+    offset. None when any value needs more judgement (mixed forms, other layouts, values Arrow
+    does not read): the pandas path then parses and reports row by row."""
+    text = pc.utf8_trim_whitespace(text)
+    try:
+        parsed, n_aware = pc.assume_timezone(pc.cast(text, pa.timestamp("us")), "UTC"), 0
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        try:
+            parsed = pc.cast(text, pa.timestamp("us", tz="UTC"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        n_aware = pc.sum(pc.match_substring_regex(text, _TZ_SUFFIX)).as_py() or 0
+    return pd.Series(parsed.to_pandas(), dtype="datetime64[us, UTC]"), int(n_aware)
+
+
+def _amounts(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(amounts as float64, which values are not numbers at all). Text is cast by Arrow when
+    every value is a finite number or missing; anything else goes through pandas, which tells
+    a non-number from NaN or infinity row by row."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype("float64"), pd.Series(False, index=values.index)
+    if (text := _arrow_text(values)) is not None:
+        try:
+            cast = pc.cast(pc.utf8_trim_whitespace(text), pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            cast = None
+        if cast is not None and pc.all(pc.is_finite(cast)).as_py() is not False:
+            amount = pd.Series(cast.to_numpy(), index=values.index, dtype="float64")
+            return amount, pd.Series(False, index=values.index)
+    text = values.astype("str").str.strip()
+    amount = pd.to_numeric(text, errors="coerce").astype("float64")
+    lowered = text.str.lower()
+    return amount, amount.isna() & text.notna() & ~lowered.isin(["nan", "inf", "-inf"])
 
 
 def parse_timestamps(values: pd.Series, time_format: str | None) -> tuple[pd.Series, int]:
@@ -98,6 +149,10 @@ def parse_timestamps(values: pd.Series, time_format: str | None) -> tuple[pd.Ser
                 "column 'timestamp' holds numbers; pass --time-format (e.g. %Y%m%d) to read them"
             )
         values = values.astype("Int64").astype("str")
+    arrow = None if time_format else _arrow_text(values)
+    if arrow is not None and (fast := _iso_in_arrow(arrow)) is not None:
+        parsed, n_aware = fast
+        return parsed.set_axis(values.index), n_aware
     text = values.astype("str").str.strip()
     n_aware = int(text.str.contains(_TZ_SUFFIX, regex=True, na=False).sum())
     # Without a format only ISO 8601 is read: guessing day/month order silently swaps dates.
@@ -146,8 +201,12 @@ def validate_transactions(
     max_bad_fraction: float = 0.01,
     drop_duplicates: bool = False,
     today: pd.Timestamp | None = None,
+    part: bool = False,
 ) -> tuple[pd.DataFrame, pd.Timestamp, QualityReport]:
     """Clean a raw transaction table. Returns (table, as_of, report).
+
+    `part`: the table is one part of a source split by customer (a Spark partition): a part
+    left with no rows is no error (the whole source may still have some), its as_of is None.
 
     `as_of` is a UTC day; rows later than that day are dropped and counted. It defaults to the
     day of the latest transaction. Exact duplicate rows are kept and counted (in real exports
@@ -164,17 +223,18 @@ def validate_transactions(
     keep = [c for c in TRANSACTION_REQUIRED + TRANSACTION_OPTIONAL if c in frame.columns]
     frame = frame[keep]
 
-    ids = normalize_ids(frame["customer_id"])
-    stamps, n_aware = parse_timestamps(frame["timestamp"], mapping.time_format)
     raw_amount = frame["amount"]
-    if pd.api.types.is_numeric_dtype(raw_amount):
-        amount = raw_amount.astype("float64")
-        not_numeric = pd.Series(False, index=frame.index)
+    conversions = (
+        (normalize_ids, frame["customer_id"]),
+        (parse_timestamps, frame["timestamp"], mapping.time_format),
+        (_amounts, raw_amount),
+    )
+    if len(frame) >= 100_000:  # Arrow's kernels release the GIL: one column per core
+        with ThreadPoolExecutor() as pool:
+            running = [pool.submit(*job) for job in conversions]
+            ids, (stamps, n_aware), (amount, not_numeric) = (f.result() for f in running)
     else:
-        text = raw_amount.astype("str").str.strip()
-        amount = pd.to_numeric(text, errors="coerce").astype("float64")
-        lowered = text.str.lower()
-        not_numeric = amount.isna() & text.notna() & ~lowered.isin(["nan", "inf", "-inf"])
+        ids, (stamps, n_aware), (amount, not_numeric) = (f(*a) for f, *a in conversions)
     not_finite = ~np.isfinite(amount) & ~not_numeric
     implausible = (stamps < EARLIEST_PLAUSIBLE) | (stamps >= plausible_until(as_of, today))
 
@@ -203,12 +263,17 @@ def validate_transactions(
             else:
                 clean[col] = normalize_ids(frame[col])
     clean = clean[~bad_any.to_numpy()]
+    del raw, frame, raw_amount  # the text, often the largest thing held: free it when it can go
     if n_aware and n_aware < report.rows_read:
         report.note("tz-aware timestamps converted to UTC (others read as UTC)", n_aware)
 
-    if clean.empty:
+    if clean.empty and not part:
         raise DataError(f"{source}: no valid rows left after dropping {report.dropped}")
-    as_of = clean["timestamp"].max().floor("D") if as_of is None else as_of
+    if as_of is None:
+        if clean.empty:  # a part with no valid row: nothing to date, nothing kept
+            report.rows_kept = 0
+            return clean.reset_index(drop=True), None, report
+        as_of = clean["timestamp"].max().floor("D")
     late = clean["timestamp"] >= as_of + DAY
     report.drop(
         f"dated after as_of {as_of.date()}",
@@ -216,24 +281,22 @@ def validate_transactions(
         str(clean.loc[late, "timestamp"].iloc[0]) if late.any() else None,
     )
     clean = clean[~late]
-    if clean.empty:
+    if clean.empty and not part:
         raise DataError(f"{source}: no rows at or before as_of {as_of.date()}")
 
-    dup = clean.duplicated(keep="first")
+    codes = pd.factorize(clean["customer_id"])[0]  # the ids hashed once, for both checks below
+    dup = _duplicated(clean, codes)
     example = _row_example(clean[dup]) if dup.any() else None
     if drop_duplicates:
         report.drop("exact duplicate row (--drop-duplicates)", int(dup.sum()), example)
-        clean = clean[~dup]
+        clean, codes = clean[~dup], codes[~dup]
     else:
         report.note(DUPLICATES_KEPT, int(dup.sum()), example)
 
     refunds = clean["amount"] < 0
     report.note("refunds (negative amount, netted into spend)", int(refunds.sum()))
     report.note("zero-amount rows (not counted as purchases)", int((clean["amount"] == 0).sum()))
-    # Each row's customer's first purchase (NaT for refund-only customers).
-    purchases = clean["timestamp"].where(clean["amount"] > 0)
-    first_for_row = purchases.groupby(clean["customer_id"]).transform("min")
-    orphan = refunds & (first_for_row.isna() | (clean["timestamp"] < first_for_row))
+    orphan = refunds.to_numpy() & _before_first_purchase(clean, codes)
     report.note(
         "refunds with no earlier purchase (kept, netted)",
         int(orphan.sum()),
@@ -242,6 +305,45 @@ def validate_transactions(
     clean = clean.reset_index(drop=True)
     report.rows_kept = len(clean)
     return clean, as_of, report
+
+
+def _duplicated(clean: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
+    """`clean.duplicated(keep="first")`, without hashing the text columns again: rows are
+    hashed from the id codes and the other columns' values, and only rows whose hash repeats
+    are compared in full (so a hash collision never marks a duplicate)."""
+    mixed = codes.astype(np.uint64)
+    for col in clean.columns.drop("customer_id"):
+        values = clean[col]
+        if pd.api.types.is_numeric_dtype(values) or isinstance(values.dtype, pd.DatetimeTZDtype):
+            as_float = values.to_numpy("float64", na_value=np.nan) if col != "timestamp" else None
+            bits = (
+                values.to_numpy("datetime64[us]").view(np.uint64)
+                if as_float is None
+                # one NaN, and -0.0 as 0.0, as pandas compares them
+                else np.where(np.isnan(as_float), np.nan, as_float + 0.0).view(np.uint64)
+            )
+        else:
+            bits = pd.factorize(values)[0].astype(np.uint64)
+        with np.errstate(over="ignore"):
+            mixed = (mixed ^ bits) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(0xBF58476D1CE4E5B9)
+    # Hashes that repeat, from one sort: three times faster than a hash table of every row.
+    ordered = np.sort(mixed)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    maybe = pd.Series(mixed).isin(repeated).to_numpy()
+    out = np.zeros(len(clean), dtype=bool)
+    if maybe.any():
+        out[maybe] = clean[maybe].duplicated(keep="first").to_numpy()
+    return out
+
+
+def _before_first_purchase(clean: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
+    """Rows dated before their customer's first purchase (every row of a customer who never
+    bought)."""
+    stamps = clean["timestamp"].to_numpy("datetime64[us]").view(np.int64)
+    buys = clean["amount"].to_numpy("float64") > 0
+    first = np.full(codes.max() + 1 if len(codes) else 0, np.iinfo(np.int64).max)
+    np.minimum.at(first, codes[buys], stamps[buys])
+    return stamps < first[codes]
 
 
 def _plain_id(value) -> str | None:

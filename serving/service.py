@@ -371,8 +371,14 @@ async def audience(
     "/report",
     response_class=HTMLResponse,
     responses={
-        401: {"model": ErrorResponse, "description": "missing or invalid bearer token"},
-        404: {"model": ErrorResponse, "description": "no report page written yet"},
+        status: {
+            "description": description,
+            "content": {"application/json": {"schema": _inlined(ErrorResponse)}},
+        }
+        for status, description in (
+            (401, "missing or invalid bearer token"),
+            (404, "no report page written yet"),
+        )
     },
     summary="The report page written by `clientela report --html`",
 )

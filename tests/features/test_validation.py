@@ -272,3 +272,46 @@ def test_the_api_fast_path_gives_the_same_table_as_the_full_validation():
     # A blank id or an implausible date needs judgement: the fast path declines.
     assert validate_records([row() | {"customer_id": "  "}], "2025-12-31") is None
     assert validate_records([row() | {"timestamp": dt.date(9999, 1, 1)}], "2025-12-31") is None
+
+
+def _export(n: int, seed: int, dirty: bool, aware: bool) -> pd.DataFrame:
+    """A text export as `read_table` gives it for a CSV: every column strings."""
+    rng = np.random.default_rng(seed)
+    ids = rng.choice([f"{i:05d}" for i in range(n // 8)] + [" 17850.0 ", "17850"], n)
+    base = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 700 * 86400, n), "s")
+    stamps = base.strftime("%Y-%m-%d %H:%M:%S").to_numpy(object)
+    if aware:
+        stamps = np.array([s + "+02:00" for s in stamps], dtype=object)
+    amounts = np.round(rng.lognormal(3, 1, n) * np.where(rng.random(n) < 0.1, -1, 1), 2)
+    frame = pd.DataFrame({"customer_id": ids, "timestamp": stamps, "amount": amounts.astype(str)})
+    frame = pd.concat([frame, frame.sample(n // 20, random_state=seed)], ignore_index=True)
+    if dirty:
+        k = len(frame)
+        for col, junk in {
+            "customer_id": ["", "  ", None],
+            "timestamp": ["31/12/2024", "0001-01-01", "9999-12-31", None, "2024-05-01Z"],
+            "amount": ["abc", "nan", "inf", None, " 5 "],
+        }.items():
+            where = rng.choice(k, 15, replace=False)
+            frame.loc[where, col] = rng.choice(np.array(junk, dtype=object), 15)
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("dirty", "aware", "drop"),
+    [(False, False, False), (False, True, True), (True, False, False), (True, True, True)],
+)
+def test_the_arrow_fast_path_equals_the_row_by_row_path(dirty, aware, drop):
+    """CSV text goes through Arrow's parsers; the same values as Python objects go through
+    pandas row by row. Tables and reports (counts and examples) must be identical."""
+    export = _export(4000, seed=int(dirty) * 2 + int(aware), dirty=dirty, aware=aware)
+    text = export.astype("str").where(export.notna(), None).astype("str")
+    assert isinstance(text["timestamp"].array, pd.arrays.ArrowStringArray)
+    as_objects = export.astype(object)
+    kwargs = {"max_bad_fraction": 1.0, "drop_duplicates": drop, "today": pd.Timestamp("2026-01-01")}
+    fast, fast_day, fast_report = validate_transactions(text, **kwargs)
+    slow, slow_day, slow_report = validate_transactions(as_objects, **kwargs)
+    pd.testing.assert_frame_equal(fast, slow)
+    assert fast_day == slow_day
+    assert fast_report.to_dict() == slow_report.to_dict()
+    assert slow_report.noted  # duplicates and orphan refunds were planted
