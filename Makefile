@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python benchmarks/quality.py
 	$(BIN)/python benchmarks/personas.py
 	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/spark.py
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/scoring.py
 	$(BIN)/python benchmarks/serving.py

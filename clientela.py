@@ -44,6 +44,14 @@ TimeFormat = Annotated[
     str | None, typer.Option("--time-format", help="strftime format of dates, e.g. %Y%m%d")
 ]
 Encoding = Annotated[str, typer.Option("--encoding", help="Text encoding of CSV sources")]
+SparkMaster = Annotated[
+    str | None,
+    typer.Option(
+        "--spark",
+        help="Run on Apache Spark at this master (e.g. local[2], spark://host:7077); sources "
+        "and outputs are then Parquet/CSV paths or spark:db.table",
+    ),
+]
 DropDuplicates = Annotated[
     bool,
     typer.Option(
@@ -99,6 +107,36 @@ def _load(transactions, customers, as_of, mapping, time_format, encoding, column
         inputs = load_inputs(transactions, customers, as_of, cols, drop_duplicates=drop_duplicates)
     _print_reports(inputs.reports)
     return inputs
+
+
+def _spark_features(
+    master, transactions, customers, as_of, mapping, time_format, encoding, columns,
+    drop_duplicates,
+):  # fmt: skip
+    """(Spark session, Spark feature table, as_of): validation and features on Spark, by the
+    same functions as on one machine, with the quality report shown as on one machine."""
+    from features.schema import ColumnMapping, DataError
+    from features.sources import is_sql
+
+    for spec in (transactions, customers):
+        if spec and is_sql(spec):
+            raise DataError(
+                f"{spec}: with --spark, sources are Parquet/CSV paths or spark:db.table"
+            )
+    from features.spark import session, spark_features
+
+    cols = ColumnMapping.from_options(
+        mapping, time_format, encoding, customer_id=columns[0], timestamp=columns[1],
+        amount=columns[2],
+    )  # fmt: skip
+    with console.status(f"starting Spark ({master})"):
+        spark = session(master)
+    with console.status(f"validating and computing features on Spark ({master})"):
+        table, day, reports = spark_features(
+            spark, transactions, customers, as_of, cols, drop_duplicates=drop_duplicates
+        )
+    _print_reports(reports)
+    return spark, table, day
 
 
 def _print_reports(reports) -> None:
@@ -157,12 +195,24 @@ def features(
     time_format: TimeFormat = None,
     encoding: Encoding = "utf-8",
     drop_duplicates: DropDuplicates = False,
+    spark: SparkMaster = None,
 ) -> None:
     """Point-in-time customer features as of a day."""
     from features.customer import customer_features
     from features.sources import write_table
 
     columns = (customer_col, time_col, amount_col)
+    if spark:
+        from features.spark import write
+
+        session, table, day = _spark_features(
+            spark, transactions, customers, as_of, mapping, time_format, encoding, columns,
+            drop_duplicates,
+        )  # fmt: skip
+        with console.status(f"writing features on Spark ({spark})"):
+            where = write(table, out)
+        console.print(f"features as of {day.date()} on Spark ({spark}) -> {where}")
+        return
     inputs = _load(
         transactions,
         customers,
@@ -424,6 +474,7 @@ def score(
     time_format: TimeFormat = None,
     encoding: Encoding = "utf-8",
     drop_duplicates: DropDuplicates = False,
+    spark: SparkMaster = None,
 ) -> None:
     """Score every customer as of a day and write the feature snapshot the API looks up."""
     from features.sources import read_table
@@ -433,9 +484,20 @@ def score(
 
     if (transactions is None) == (features_in is None):
         raise ValueError("give either --transactions or --features")
+    if spark and features_in is not None:
+        raise ValueError("--spark scores from --transactions (features are computed there)")
     start = time.perf_counter()
     with console.status(f"loading model {model}"):
         bundle = load_bundle(model)
+    if spark:
+        columns = (customer_col, time_col, amount_col)
+        session, feats, day = _spark_features(
+            spark, transactions, customers, as_of, mapping, time_format, encoding, columns,
+            drop_duplicates,
+        )  # fmt: skip
+        _spark_score(session, feats, day, bundle, out, snapshot)
+        console.print(f"scored on Spark ({spark}) in {time.perf_counter() - start:.1f}s")
+        return
     if features_in is not None:
         with console.status("scoring the feature snapshot"):
             feats = read_table(features_in)
@@ -466,6 +528,30 @@ def score(
     console.print(
         f"scored {len(predictions):,} customers as of {predictions['as_of'].iloc[0]} with model "
         f"{bundle.version} in {seconds:.1f}s -> {where}\nrisk bands: {bands}"
+    )
+
+
+def _spark_score(session, feats, day, bundle, out: str, snapshot: str) -> None:
+    import tempfile
+
+    from pyspark.sql import functions as F
+
+    from features.spark import write
+    from serving.spark import spark_score
+
+    feats = feats.persist()
+    with console.status("writing the feature snapshot"):
+        where = write(feats.withColumn("as_of", F.lit(str(day.date()))), snapshot)
+    console.print(f"feature snapshot for the API -> {where}")
+    with tempfile.TemporaryDirectory() as workdir, console.status("scoring on Spark"):
+        predictions = spark_score(session, feats, bundle, str(day.date()), Path(workdir)).persist()
+        where = write(predictions, out)
+        bands = {
+            r["risk_band"]: r["count"] for r in predictions.groupBy("risk_band").count().collect()
+        }
+    console.print(
+        f"scored {sum(bands.values()):,} customers as of {day.date()} with model "
+        f"{bundle.version} -> {where}\nrisk bands: {bands}"
     )
 
 

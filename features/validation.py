@@ -175,11 +175,16 @@ def _refuse_or_drop(
     first = raw[bad].iloc[0]
     example = repr(first if isinstance(first, str) else str(first))
     if n_bad > max_bad_fraction * len(frame):
-        raise DataError(
-            f"{report.source}: column '{column}' has {n_bad:,} of {len(frame):,} rows with "
-            f"{problem} (e.g. {example}); check the column mapping / --time-format"
-        )
+        raise refusal(report.source, column, n_bad, len(frame), problem, example)
     report.drop(f"{problem} in '{column}'", n_bad, example)
+
+
+def refusal(source: str, column: str, n_bad: int, rows: int, problem: str, example) -> DataError:
+    """Too many rows share a problem: a wrong column mapping or date format, not dirty rows."""
+    return DataError(
+        f"{source}: column '{column}' has {n_bad:,} of {rows:,} rows with {problem} "
+        f"(e.g. {example}); check the column mapping / --time-format"
+    )
 
 
 def _check_columns(frame: pd.DataFrame, required: tuple[str, ...], mapping: ColumnMapping, what):
