@@ -57,9 +57,13 @@ def check_tracking(timeout: float = 5.0) -> str:
 def quiet():
     """Do not let MLflow's HTTP client retry for minutes against a dead server, nor log its
     routine INFO lines (store creation, registration) between clientela's own output."""
-    key = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
-    added = key not in os.environ
-    os.environ.setdefault(key, "2")
+    # Fewer retries; no "View run" links printed: clientela prints where the run is itself.
+    defaults = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "1",
+    }
+    added = [key for key in defaults if key not in os.environ]
+    os.environ.update({key: defaults[key] for key in added})
     import mlflow  # noqa: F401  (its import configures the logger: set the level after it)
 
     mlflow_log = logging.getLogger("mlflow")
@@ -69,7 +73,7 @@ def quiet():
         yield
     finally:
         mlflow_log.setLevel(level)
-        if added:
+        for key in added:
             os.environ.pop(key, None)
 
 
@@ -147,7 +151,8 @@ def log_training_run(
     with quiet():
         check_tracking()
         mlflow.set_experiment(experiment)
-        with mlflow.start_run(run_name=tags.get("run_name")) as run:
+        run = mlflow.start_run(run_name=tags.get("run_name"))
+        try:
             mlflow.log_params(params)
             mlflow.log_metrics(metrics)
             mlflow.set_tags(tags)
@@ -171,7 +176,40 @@ def log_training_run(
             manifest_digest = sha256(Path(bundle_dir) / "manifest.json")
             mlflow.set_tag("manifest_sha256", manifest_digest)
             version = _register(info.model_uri, model_name, run.info.run_id, manifest_digest)
+        except Exception as exc:
+            raise _abandoned(run.info.run_id, exc) from None
+        mlflow.end_run()
         return RunRecord(run.info.run_id, run.info.experiment_id, version, info.model_uri)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0][:300]}" if text else exc.__class__.__name__
+
+
+def _abandoned(run_id: str, exc: Exception) -> RegistryError:
+    """A run that failed half-way (often: the tracking server went away). Mark it FAILED if
+    the server still answers, and say plainly what is left either way."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    try:
+        mlflow.end_run("FAILED")
+        state = "the run is marked FAILED"
+    except Exception:
+        fluent._active_run_stack.get().clear()  # this process is done with the run either way
+        state = "the run could not be marked FAILED and shows as RUNNING (the server is gone)"
+    if isinstance(exc, _LeftBehind):
+        left = (
+            f"version {exc.version} of {exc.name!r} was registered without an alias and could "
+            "not be removed: delete it in the MLflow UI"
+        )
+        cause = str(exc)
+    else:
+        left, cause = "no model version was registered", _one_line(exc)
+    return RegistryError(
+        f"logging run {run_id} to MLflow at {tracking_uri()} failed ({cause}): {state}; {left}"
+    )
 
 
 def log_report(experiment: str, table, tags: dict[str, str], metrics: dict[str, float]) -> str:
@@ -273,10 +311,21 @@ def _register(model_uri: str, name: str, run_id: str, manifest_digest: str) -> s
     mv = mlflow.register_model(model_uri, name, tags=tags)
     try:
         client.set_registered_model_alias(name, CHALLENGER, mv.version)
-    except Exception:
-        client.delete_model_version(name, mv.version)
+    except Exception as exc:
+        try:
+            client.delete_model_version(name, mv.version)
+        except Exception:
+            raise _LeftBehind(name, str(mv.version), exc) from None
         raise
     return str(mv.version)
+
+
+class _LeftBehind(RuntimeError):
+    """A version was registered but neither aliased nor removed (the server went away)."""
+
+    def __init__(self, name: str, version: str, cause: Exception):
+        super().__init__(_one_line(cause))
+        self.name, self.version = name, version
 
 
 def alias_version(name: str, alias: str) -> str | None:

@@ -1,7 +1,9 @@
 """Training through the command line against real MLflow stores: the embedded SQLite default
 and an `mlflow server` backed by PostgreSQL; registration, aliases, promotion, rollback."""
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -162,6 +164,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start_server(backend: str, root: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on loopback, ready to answer."""
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+            "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "server.log", "a"),  # noqa: SIM115
+        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+        start_new_session=True,  # its workers in one process group, stopped together
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{url}/health", timeout=1).ok:
+                return proc
+        except requests.RequestException:
+            time.sleep(0.5)
+    _stop(proc)
+    pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop the server and its workers (a kill -9 of them all: a crash)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    proc.wait(timeout=30)
+
+
 @pytest.fixture
 def postgres_mlflow_server(pg_url, tmp_path):
     import sqlalchemy
@@ -172,43 +206,54 @@ def postgres_mlflow_server(pg_url, tmp_path):
         conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         conn.execute(sqlalchemy.text(f"CREATE DATABASE {db}"))
     admin.dispose()
-    backend = pg_url.rsplit("/", 1)[0] + f"/{db}"
     port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            backend,
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "server.log", "w"),  # noqa: SIM115
-        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
-    )
+    proc = _start_server(pg_url.rsplit("/", 1)[0] + f"/{db}", tmp_path, port)
+    yield f"http://127.0.0.1:{port}"
+    _stop(proc)
+
+
+@pytest.mark.parametrize("server_dies", [True, False])
+def test_a_run_that_fails_half_way_is_one_line_and_leaves_no_version(
+    data_dir, tmp_path, monkeypatch, server_dies
+):
+    """Mid-run, either the tracking server is killed (a real `mlflow server`) or logging fails
+    while it still answers. One clear line, exit 2; the run is marked FAILED when the server
+    can still be told; no version is registered either way."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    backend, port = f"sqlite:///{tmp_path}/mlflow.db", _free_port()
+    server = _start_server(backend, tmp_path, port)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{url}/health", timeout=1).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.5)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    log_artifacts = mlflow.log_artifacts
+
+    def half_way(*args, **kwargs):
+        if server_dies:
+            _stop(server, signal.SIGKILL)
+            return log_artifacts(*args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mlflow, "log_artifacts", half_way)
+    result = train_cli(data_dir)
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "Traceback" not in result.output and said.count("error:") == 1
+    assert "logging run" in said and f"to MLflow at {url} failed" in said
+    assert "no model version was registered" in said
+    if server_dies:
+        assert "could not be marked FAILED and shows as RUNNING" in said
+        server = _start_server(backend, tmp_path, port)  # the same store, back up
     else:
-        proc.kill()
-        pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+        assert "No space left on device" in said and "the run is marked FAILED" in said
+    try:
+        client = MlflowClient(url)
+        [run] = client.search_runs([client.get_experiment_by_name("clientela").experiment_id])
+        assert run.info.status == ("RUNNING" if server_dies else "FAILED")
+        assert client.search_model_versions("name = 'clientela'") == []
+    finally:
+        _stop(server)
 
 
 def test_train_against_an_mlflow_server_on_postgresql(
