@@ -763,6 +763,7 @@ def monitor(
     """How past scores did once their horizon passed (churn AUC, calibration, Brier, value vs
     actual, overall and per persona, beside the BTYD baseline) and how far inputs and
     predictions drifted (PSI) since training. Exit code 3 when a retrain is recommended."""
+    from features.schema import DataError
     from features.sources import read_table
     from models.registry import load_bundle
     from serving.report import check_scores
@@ -774,6 +775,11 @@ def monitor(
     needed = ("customer_id", "persona_name", "churn_probability", "predicted_value")
     check_scores(past, scores, (*needed, "model_version", "as_of"))
     version = str(past["model_version"].iloc[0])
+    if model is None and "/" not in version:
+        raise DataError(
+            f"{scores} was scored by model {version!r} (a bundle directory, not a registered "
+            "version): pass that directory with --model"
+        )
     uri = model or f"models:/{version}"
     with console.status(f"loading model {uri}"):
         bundle = load_bundle(uri)

@@ -148,6 +148,9 @@ def test_cli_exits_3_on_a_shift_and_logs_aggregates_linked_to_the_version(
 
     bad = CliRunner().invoke(app, [*args, "--model", str(bundle_dir), "--config", "nope.toml"])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+    write_table(shop["scores"].assign(model_version="local"), "local.parquet")
+    local = CliRunner().invoke(app, ["monitor", "-s", "local.parquet", *args[3:]])
+    assert local.exit_code == 2 and "pass that directory with --model" in local.output
 
     # --retrain: the same data trains a new version, through the usual gate.
     (tmp_path / "thresholds.toml").write_text(
