@@ -15,6 +15,8 @@ or `spark:db.table`.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -54,6 +56,10 @@ def session(master: str):
     from pyspark.sql import SparkSession
 
     warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
+    if master.startswith("local"):
+        # Local workers run this very interpreter (the project's venv), not the first `python3`
+        # on the PATH; a cluster's executors run what the cluster configures.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (
         SparkSession.builder.master(master)
         .appName("clientela")
