@@ -37,3 +37,4 @@ bench: install
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/scoring.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/snapshot.py

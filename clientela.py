@@ -519,7 +519,7 @@ def score(
         with console.status(f"scoring {inputs.transactions['customer_id'].nunique():,} customers"):
             predictions, feats = score_inputs(inputs, bundle)
         with console.status("writing the feature snapshot"):
-            where_snapshot = write_snapshot(feats, inputs.as_of, snapshot)
+            where_snapshot = write_snapshot(feats, inputs.as_of, snapshot, predictions, bundle)
         console.print(f"feature snapshot for the API -> {where_snapshot}")
     with console.status("writing predictions"):
         where = write_predictions(predictions, out)
@@ -537,18 +537,25 @@ def _spark_score(session, feats, day, bundle, out: str, snapshot: str) -> None:
     from pyspark.sql import functions as F
 
     from features.spark import write
+    from models.bundle import OUTPUT_COLUMNS
+    from serving.snapshot import FINGERPRINT
     from serving.spark import spark_score
 
+    fingerprint = bundle.fingerprint  # of the bundle as loaded, before it is saved for Spark
     feats = feats.persist()
-    with console.status("writing the feature snapshot"):
-        where = write(feats.withColumn("as_of", F.lit(str(day.date()))), snapshot)
-    console.print(f"feature snapshot for the API -> {where}")
     with tempfile.TemporaryDirectory() as workdir, console.status("scoring on Spark"):
         predictions = spark_score(session, feats, bundle, str(day.date()), Path(workdir)).persist()
         where = write(predictions, out)
         bands = {
             r["risk_band"]: r["count"] for r in predictions.groupBy("risk_band").count().collect()
         }
+        answers = [c for c in [*OUTPUT_COLUMNS, "model_version"] if c not in feats.columns]
+        with console.status("writing the feature snapshot"):
+            table = feats.withColumn("as_of", F.lit(str(day.date()))).join(
+                predictions.select("customer_id", *answers), "customer_id"
+            )
+            where_snapshot = write(table.withColumn(FINGERPRINT, F.lit(fingerprint)), snapshot)
+    console.print(f"feature snapshot for the API -> {where_snapshot}")
     console.print(
         f"scored {sum(bands.values()):,} customers as of {day.date()} with model "
         f"{bundle.version} -> {where}\nrisk bands: {bands}"

@@ -11,6 +11,7 @@ import csv
 import io
 import os
 import re
+import secrets
 from pathlib import Path
 
 import pandas as pd
@@ -54,12 +55,13 @@ def redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", str(url))
 
 
-def engine_for(url: str):
+def engine_for(url: str, pre_ping: bool = True, **pool):
+    """An engine for `url`; `pool` sizes its connection pool."""
     import sqlalchemy
 
     try:
-        # pool_pre_ping: a connection the database dropped (a restart) is replaced, not used.
-        return sqlalchemy.create_engine(url, pool_pre_ping=True)
+        # pre_ping: a connection the database dropped (a restart) is replaced, not used.
+        return sqlalchemy.create_engine(url, pool_pre_ping=pre_ping, **pool)
     except Exception as exc:  # bad dialect, missing driver
         raise DataError(f"cannot use database URL {redact(url)}: {exc}") from None
 
@@ -138,13 +140,14 @@ def _read_sql(spec: str) -> pd.DataFrame:
     return frame
 
 
-def write_table(frame: pd.DataFrame, spec: str | Path) -> str:
+def write_table(frame: pd.DataFrame, spec: str | Path, key: str | None = None) -> str:
     """Write by the destination's form: `.parquet`, `.csv`, or `URL#table`, replacing what was
-    there atomically: a reader sees the old rows or the new ones, never part of them."""
-    return write_tables({str(spec): frame})[0]
+    there atomically: a reader sees the old rows or the new ones, never part of them. A table
+    gets a unique index on `key`, built before it replaces the old one."""
+    return write_tables({str(spec): frame}, key)[0]
 
 
-def write_tables(frames: dict[str, pd.DataFrame]) -> list[str]:
+def write_tables(frames: dict[str, pd.DataFrame], key: str | None = None) -> list[str]:
     """Write several tables that belong together (e.g. lists and their definitions). Tables in
     one database are swapped in one transaction; files are each written beside their place
     and moved into it, once all of them have been written."""
@@ -153,7 +156,7 @@ def write_tables(frames: dict[str, pd.DataFrame]) -> list[str]:
     if sql and (len(urls) > 1 or len(sql) < len(frames)):
         raise DataError("tables written together must all go to one database or all to files")
     if sql:
-        return _write_sql({split_table(s)[1]: f for s, f in frames.items()}, urls.pop())
+        return _write_sql({split_table(s)[1]: f for s, f in frames.items()}, urls.pop(), key)
     written = [_write_file(frame, Path(spec)) for spec, frame in frames.items()]
     for temporary, path in written:
         os.replace(temporary, path)
@@ -181,11 +184,11 @@ def _write_file(frame: pd.DataFrame, path: Path) -> tuple[Path, Path]:
     return temporary, path
 
 
-def _write_sql(frames: dict[str, pd.DataFrame], url: str) -> list[str]:
+def _write_sql(frames: dict[str, pd.DataFrame], url: str, key: str | None) -> list[str]:
     """Replace the tables atomically: load the rows into staging tables (PostgreSQL COPY where
-    available), then drop the old tables and rename the new ones in one transaction. A reader
-    sees the old rows or the new ones, never an empty or half-loaded table, and a failed load
-    leaves the old tables as they were."""
+    available), index them on `key`, then drop the old tables and rename the new ones in one
+    transaction. A reader sees the old rows or the new ones, never an empty or half-loaded
+    table, and a failed load leaves the old tables as they were."""
     engine = engine_for(url)
     quote = engine.dialect.identifier_preparer.quote
 
@@ -205,6 +208,14 @@ def _write_sql(frames: dict[str, pd.DataFrame], url: str) -> list[str]:
                 _copy_into(engine, qualified(schema, staging), frame)
             else:
                 frame.to_sql(staging, engine, if_exists="append", chunksize=50_000, **where)
+            if key is not None:
+                # a fresh name each time: the old table's index keeps its name until the swap
+                index = quote(f"{name[:40]}_{key[:10]}_{secrets.token_hex(4)}")
+                target = qualified(schema, staging)
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f"CREATE UNIQUE INDEX {index} ON {target} ({quote(key)})")
+                    if engine.dialect.name == "postgresql":  # statistics for the planner
+                        conn.exec_driver_sql(f"ANALYZE {target}")
         current = ", ".join(frames)
         with engine.begin() as conn:
             for schema, _, name in names.values():

@@ -88,6 +88,16 @@ class Bundle:
         return str(self.manifest.get("model_version", "local"))
 
     @functools.cached_property
+    def fingerprint(self) -> str:
+        """Identifies what the predictions depend on (the manifest names every file by its
+        sha256, and holds the horizons and quantiles): equal fingerprints, equal answers,
+        whether the bundle came from a directory or the registry."""
+        content = {k: v for k, v in self.manifest.items() if k != "model_version"}
+        as_written = json.loads(json.dumps(content, default=str))  # as `save` writes it
+        text = json.dumps(as_written, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @functools.cached_property
     def feature_columns(self) -> list[str]:
         """The feature-table columns this bundle reads (the BTYD outputs it adds itself)."""
         columns = ["customer_id", *self.persona.input_columns_, *self.encoder.input_columns_]

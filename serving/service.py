@@ -201,13 +201,10 @@ async def score_ids(request: Request) -> Response:
     if snapshot is None:
         return _error(400, "no feature snapshot is loaded: run `clientela score`")
     ids = list(dict.fromkeys(ids))
-    if snapshot.answers is not None:  # in memory: cheaper than a hop to a thread
-        answers, scored = snapshot.lookup(ids)
-    else:
-        try:
-            answers, scored = await run_in_threadpool(snapshot.lookup, ids)
-        except DatabaseUnavailable as exc:
-            return _error(503, str(exc), **{"retry-after": "5"})
+    try:
+        answers, scored = await snapshot.lookup_together(ids)
+    except DatabaseUnavailable as exc:
+        return _error(503, str(exc), **{"retry-after": "5"})
     count(scored)
     version = service.bundle.version
     for k, cid in enumerate(ids):

@@ -100,6 +100,20 @@ def test_a_table_is_replaced_atomically_and_a_failed_load_keeps_the_old_rows(
     assert not [t for t in tables if "staging" in t]
 
 
+def test_a_keyed_table_gets_a_unique_index_each_time_it_is_replaced(pg_url):
+    import sqlalchemy
+
+    spec = f"{pg_url}#clientela_test_keyed"
+    for ids in (["a", "b"], ["c", "d", "e"]):  # the second write must not trip on the first index
+        write_table(pd.DataFrame({"customer_id": ids, "v": 1.0}), spec, key="customer_id")
+    engine = sqlalchemy.create_engine(pg_url)
+    indexes = sqlalchemy.inspect(engine).get_indexes("clientela_test_keyed")
+    assert [(i["column_names"], i["unique"]) for i in indexes] == [(["customer_id"], True)]
+    with pytest.raises(DataError, match="clientela_test_keyed.*(duplicate|unique)"):
+        write_table(pd.DataFrame({"customer_id": ["x", "x"], "v": 1.0}), spec, key="customer_id")
+    assert read_table(spec)["customer_id"].tolist() == ["c", "d", "e"]
+
+
 def test_sql_sink_needs_a_plain_table_name():
     frame = pd.DataFrame({"a": [1]})
     for bad in ("t; DROP TABLE x", "SELECT 1"):

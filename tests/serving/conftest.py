@@ -29,13 +29,16 @@ def served(tmp_path_factory):
     bundle = train(inputs, TrainConfig(n_personas=5)).bundle
     bundle_dir = bundle.save(root / "bundle")
     predictions, feats = score_inputs(inputs, bundle)
-    snapshot = write_snapshot(feats, as_of, str(root / "snapshot.parquet"))
+    # as `clientela score` writes it: features with the predictions beside them
+    snapshot = write_snapshot(feats, as_of, str(root / "snapshot.parquet"), predictions, bundle)
+    features = write_snapshot(feats, as_of, str(root / "features.parquet"))
     tx.to_parquet(root / "transactions.parquet")
     customers.to_parquet(root / "customers.parquet")
     return {
         "root": root,
         "bundle_dir": bundle_dir,
         "snapshot": snapshot,
+        "features": features,
         "predictions": predictions.set_index("customer_id"),
         "transactions": tx,
         "customers": customers,

@@ -68,7 +68,7 @@ def test_all_three_routes_agree_with_batch_on_random_customers(client, served):
     attrs = customers[customers["customer_id"].isin(ids)].assign(
         signup_date=lambda d: d["signup_date"].dt.date.astype(str)
     )
-    snapshot = pd.read_parquet(served["snapshot"])
+    snapshot = pd.read_parquet(served["features"])
     features = snapshot[snapshot["customer_id"].isin(ids)]
     answers = {
         "/score/ids": client.post("/score/ids", json={"customer_ids": ids}),
@@ -93,7 +93,7 @@ def test_all_three_routes_agree_with_batch_on_random_customers(client, served):
 
 
 def test_score_by_feature_records(client, served):
-    snapshot = pd.read_parquet(served["snapshot"]).head(3)
+    snapshot = pd.read_parquet(served["features"]).head(3)
     records = json.loads(snapshot.to_json(orient="records"))
     response = client.post("/score/features", json={"features": records})
     assert response.status_code == 200, response.text
@@ -118,7 +118,7 @@ def test_as_of_defaults_to_today_so_a_lapsed_customer_is_scored_as_lapsed(client
 
 
 def test_feature_records_need_every_behaviour_field_and_nothing_unknown(client, served):
-    record = json.loads(pd.read_parquet(served["snapshot"]).head(1).to_json(orient="records"))[0]
+    record = json.loads(pd.read_parquet(served["features"]).head(1).to_json(orient="records"))[0]
     short = {k: v for k, v in record.items() if k not in ("spend_90d", "holiday_share")}
     response = client.post("/score/features", json={"features": [short]})
     assert response.status_code == 400
@@ -305,7 +305,7 @@ def test_score_by_ids_from_a_postgresql_snapshot(client, served, pg_url, monkeyp
     from serving.snapshot import Snapshot
 
     table = f"{pg_url}#clientela_test_api_snapshot"
-    write_table(pd.read_parquet(served["snapshot"]), table)
+    write_table(pd.read_parquet(served["features"]), table)
     service = info_app.state.clientela
     named = f"{pg_url}?application_name=clientela_api_test#clientela_test_api_snapshot"
     monkeypatch.setattr(service, "snapshot", Snapshot(named, Bundle.load(served["bundle_dir"])))

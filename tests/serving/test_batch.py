@@ -76,11 +76,39 @@ def test_score_into_postgresql_and_look_up_ids_there(served, pg_url, tmp_path, m
     bundle = Bundle.load(served["bundle_dir"])
     snapshot = Snapshot(f"{pg_url}#clientela_test_snapshot", bundle)
     assert snapshot.as_of == "2025-12-31"
+    assert snapshot.stored  # the predictions `score` wrote, looked up by the unique index
     assert_lookup_matches_batch(snapshot, served)
+    ids = list(served["predictions"].index[:50])
+    in_memory = Snapshot(served["snapshot"], bundle)
+    assert snapshot.lookup(ids)[0] == in_memory.lookup(ids)[0]  # the same bytes
+    index = pd.read_sql_query(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'clientela_test_snapshot'", pg_url
+    )["indexdef"].tolist()
+    assert len(index) == 1 and "UNIQUE INDEX" in index[0] and "(customer_id)" in index[0]
+
+    # The database drops the pooled connections (a restart): the next lookup still answers.
+    import sqlalchemy
+
+    named = f"{pg_url}?application_name=clientela_snapshot_test#clientela_test_snapshot"
+    snapshot = Snapshot(named, bundle)
+    assert snapshot.lookup(ids[:1])[0][0] is not None
+    with sqlalchemy.create_engine(pg_url).connect() as admin:
+        assert admin.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'clientela_snapshot_test'"
+        ).fetchall()
+    assert snapshot.lookup(ids[:1])[0] == in_memory.lookup(ids[:1])[0]
+    # The database is gone: DatabaseUnavailable (the API's 503), not a driver traceback.
+    from features.sources import engine_for
+    from serving.snapshot import DatabaseUnavailable
+
+    snapshot.engine = engine_for("postgresql+psycopg://postgres@127.0.0.1:9/test")
+    with pytest.raises(DatabaseUnavailable, match="feature snapshot database is unavailable"):
+        snapshot.lookup(ids[:1])
 
 
 def test_chunks_scored_on_all_cores_match_one_pass(served):
-    features = pd.read_parquet(served["snapshot"])
+    features = pd.read_parquet(served["features"])
     bundle = Bundle.load(served["bundle_dir"])
     chunked = score_features(features, bundle, "2025-12-31", chunk=700)
     pd.testing.assert_frame_equal(chunked, bundle.score(features).assign(as_of="2025-12-31"))
@@ -121,10 +149,26 @@ def assert_lookup_matches_batch(snapshot: Snapshot, served) -> None:
     assert counts == Counter(zip(expected["persona_name"], expected["risk_band"], strict=True))
 
 
-def test_file_snapshot_is_scored_once_and_answers_match_batch(served):
+def test_file_snapshot_is_answered_once_and_answers_match_batch(served):
     snapshot = Snapshot(served["snapshot"], Bundle.load(served["bundle_dir"]))
-    assert len(snapshot.answers) == len(served["predictions"])
+    assert snapshot.stored and len(snapshot.answers) == len(served["predictions"])
     assert_lookup_matches_batch(snapshot, served)
+
+
+def test_stored_predictions_are_used_only_when_made_by_the_model_served(served, tmp_path):
+    """A snapshot without predictions, or with another model's, is scored by the API itself;
+    either way every answer is byte for byte the one the stored predictions give."""
+    bundle = Bundle.load(served["bundle_dir"])
+    stored = Snapshot(served["snapshot"], bundle)
+    scored = Snapshot(served["features"], bundle)
+    assert not scored.stored
+    assert scored.answers == stored.answers
+    other = pd.read_parquet(served["snapshot"]).assign(
+        model_fingerprint="0" * 16, churn_probability=0.5
+    )
+    other.to_parquet(tmp_path / "other.parquet")
+    rescored = Snapshot(str(tmp_path / "other.parquet"), bundle)
+    assert not rescored.stored and rescored.answers == stored.answers
 
 
 def test_non_finite_numbers_become_null():
@@ -151,7 +195,7 @@ def test_postgresql_snapshot_without_feature_columns_fails_at_start(served, pg_u
 
 def test_a_feature_table_missing_model_columns_is_refused_by_name(served):
     bundle = Bundle.load(served["bundle_dir"])
-    feats = pd.read_parquet(served["snapshot"]).head(20)
+    feats = pd.read_parquet(served["features"]).head(20)
     dropped = ["recency_days", "spend_90d", "age"]
     with pytest.raises(DataError, match="lacks 3 column") as error:
         score_features(feats.drop(columns=dropped), bundle, "2025-12-31")
@@ -160,7 +204,42 @@ def test_a_feature_table_missing_model_columns_is_refused_by_name(served):
 
 def test_text_in_a_numeric_feature_column_is_refused_by_name(served):
     bundle = Bundle.load(served["bundle_dir"])
-    feats = pd.read_parquet(served["snapshot"]).head(20)
+    feats = pd.read_parquet(served["features"]).head(20)
     feats["frequency"] = feats["frequency"].astype("str")
     with pytest.raises(DataError, match="must be numbers hold text: frequency"):
         score_features(feats, bundle, "2025-12-31")
+
+
+def test_concurrent_lookups_share_database_round_trips():
+    """Requests that arrive while a query runs go together in the next one; each still gets
+    its own answers, and a failure reaches every request of its batch."""
+    import asyncio
+    import threading
+
+    from serving.snapshot import Batcher, DatabaseUnavailable
+
+    calls: list[list[str]] = []
+    release = threading.Event()
+
+    def fetch(ids):
+        calls.append(ids)
+        release.wait(5)  # the first query is slow: the other requests pile up behind it
+        if "down" in ids:
+            raise DatabaseUnavailable("the feature snapshot database is unavailable: test")
+        return {i: i.upper() for i in ids}
+
+    async def run():
+        batcher = Batcher(fetch, limit=4)
+        first = asyncio.ensure_future(batcher.submit(["a"]))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(batcher.submit([c, "a"])) for c in "bcdef"]
+        failing = asyncio.ensure_future(batcher.submit(["down"]))
+        await asyncio.sleep(0.05)
+        release.set()
+        return await first, await asyncio.gather(*rest, failing, return_exceptions=True)
+
+    first, (*rest, f, failing) = asyncio.run(run())
+    assert first["a"] == "A" and [r[c] for r, c in zip(rest, "bcde", strict=True)] == list("BCDE")
+    # 1 + 5 requests of two ids and one of one: 4 ids a query at most, 'a' asked once per query
+    assert calls == [["a"], ["b", "a", "c"], ["d", "a", "e"], ["f", "a", "down"]]
+    assert isinstance(f, DatabaseUnavailable) and isinstance(failing, DatabaseUnavailable)
