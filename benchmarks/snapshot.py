@@ -121,9 +121,8 @@ def main() -> None:
         in_file = write_snapshot(small, as_of, str(tmp / "snapshot.parquet"), predictions, bundle)
         start = time.perf_counter()
         in_pg = write_snapshot(small, as_of, f"{PG}#{small_table}", predictions, bundle)
-        print(
-            f"{SMALL:,}-customer snapshot written to PostgreSQL in {time.perf_counter() - start:.1f}s"
-        )
+        seconds = time.perf_counter() - start
+        print(f"{SMALL:,}-customer snapshot written to PostgreSQL in {seconds:.1f}s")
         print(f"making the {args.customers:,}-customer table in PostgreSQL ...")
         seconds = grow(engine, small_table, big_table, args.customers)
         size = pd.read_sql_query(
