@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/spark.py
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/training.py --customers 1120000 --end-to-end
 	$(BIN)/python benchmarks/scoring.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/snapshot.py

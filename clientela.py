@@ -360,6 +360,8 @@ class _StageProgress:
 def _print_training(outcome) -> None:
     m = outcome.result.metrics
     plan = outcome.result.plan
+    if outcome.result.sample:
+        console.print(f"[yellow]notice:[/] {outcome.result.sample.note}")
     table = Table(
         title=f"out-of-time evaluation: models vs BTYD baseline (churn on "
         f"{int(m['eval_customers_churn']):,} customers active at {plan.churn.evaluation.date()}, "

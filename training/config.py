@@ -20,6 +20,9 @@ class TrainConfig:
     cutoff_step: int = 91  # days between training cutoffs: a year of seasons in 4 of them
     warmup_days: int = 90  # days of history wanted before the earliest cutoff (30 at least)
     min_customers: int = 200  # customers required at the earliest cutoff
+    # Larger shops fit their models on a stratified sample of this many customers (recorded
+    # in MLflow); personas, value quantiles and drift reference still cover every customer.
+    max_customers: int = 250_000
     # Churn is judged on customers still plausibly active at the evaluation cutoff: a purchase
     # within this many churn horizons before it. Long-gone customers are easy to call churned.
     active_horizons: float = 2.0
@@ -44,11 +47,17 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        for name in ("n_cutoffs", "cutoff_step", "min_customers", "n_estimators", "max_depth"):
+        positive = ("n_cutoffs", "cutoff_step", "min_customers", "max_customers")
+        for name in (*positive, "n_estimators", "max_depth"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.warmup_days < 30:
             raise ValueError(f"warmup_days must be at least 30, got {self.warmup_days}")
+        if self.max_customers < self.min_customers:
+            raise ValueError(
+                f"max_customers ({self.max_customers}) must be at least min_customers "
+                f"({self.min_customers})"
+            )
         low, high = self.persona_k_range
         if not 2 <= low <= high:
             raise ValueError(

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.customer import customer_features
 from features.load import Inputs
+from features.validation import DAY
 from models import drift, registry
 from models.bundle import Bundle, BundleError, BundleSchemaError, joined_reasons
 from training.config import TrainConfig
@@ -22,6 +24,7 @@ from training.examples import FeatureCache
 from training.fit import Evaluation, evaluate, fit_models
 from training.personas import fit_personas, persona_catalog
 from training.promotion import compare_with_champion
+from training.sample import Sample, restricted, stratified_sample
 from training.windows import Plan, plan_windows
 
 STAGES = (
@@ -63,6 +66,7 @@ class TrainResult:
     evaluation: Evaluation
     config: TrainConfig  # with the horizons the plan chose
     timings: dict[str, float] = field(default_factory=dict)
+    sample: Sample | None = None  # when the models were fitted on a sample of the customers
 
 
 def train(
@@ -77,6 +81,14 @@ def train(
     config = config.with_horizons(plan.churn.horizon, plan.value.horizon)
     stages = _Stages(progress)
     stages.start(STAGES[0])
+    everyone, sample = None, None
+    if inputs.transactions["customer_id"].nunique() > config.max_customers:
+        tx = inputs.transactions
+        history = tx[tx["timestamp"] < plan.as_of + DAY]
+        everyone = customer_features(history, plan.as_of, inputs.customers)
+        ids = stratified_sample(everyone, config.max_customers, config.random_state)
+        sample = Sample(len(ids), len(everyone))
+        inputs = restricted(inputs, ids)
     cache = FeatureCache(inputs, plan.churn.horizon, plan.value.horizon)
     final_features, final_btyd = cache.at(plan.as_of)
     for cutoff in {*plan.churn.eval_training, *plan.value.eval_training}:
@@ -100,6 +112,9 @@ def train(
 
     stages.start(STAGES[5])
     bundle = Bundle(final.encoder, persona, final.churn, final.value, final_btyd)
+    if everyone is not None:  # the shop is described by every customer, not by the sample
+        final_features = final_btyd.add_to(everyone, plan.churn.horizon, plan.value.horizon)
+        assigned = persona.predict(final_features)
     X = final.encoder.transform(final_features)
     predicted_value = final.value.predict(X)
     churn_probability = final.churn.predict_proba(X)
@@ -121,6 +136,7 @@ def train(
         "value_horizon_days": plan.value.horizon,
         "plan": {**plan.to_params(), "notes": list(plan.notes)},
         "training_config": config.to_params(),
+        "training_sample": sample.to_params() if sample else None,
         "metrics": metrics,
         "value_quantiles": np.quantile(predicted_value, np.linspace(0, 1, 101)).tolist(),
         "persona_catalog": catalog.to_dict(orient="records"),
@@ -135,7 +151,7 @@ def train(
         ),
     }
     stages.stop()
-    return TrainResult(bundle, metrics, plan, evaluation, config, stages.timings)
+    return TrainResult(bundle, metrics, plan, evaluation, config, stages.timings, sample)
 
 
 def model_inputs(bundle: Bundle) -> list[str]:
@@ -228,7 +244,11 @@ def run_training(inputs: Inputs, config: TrainConfig, progress: Progress) -> Run
             record = registry.log_training_run(
                 experiment=result.config.experiment,
                 model_name=result.config.model_name,
-                params={**result.config.to_params(), **result.plan.to_params()},
+                params={
+                    **result.config.to_params(),
+                    **result.plan.to_params(),
+                    **(result.sample.to_params() if result.sample else {}),
+                },
                 metrics={
                     **result.metrics,
                     **result.bundle.btyd.to_params(),

@@ -248,3 +248,36 @@ def test_gate_judges_churn_on_active_customers(trained):
         replace(result, metrics=worse), champion, TrainConfig()
     )
     assert not promote and "churn AUC on active customers" in reason
+
+
+def test_stratified_sample_draws_the_same_share_of_every_stratum():
+    """Two stages x five spend quintiles; a tenth of each is drawn, rare strata included."""
+    stages = ["regular"] * 900 + ["new"] * 100
+    feats = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(1000)],
+            "lifecycle_stage": stages,
+            "total_spend": np.arange(1000.0),  # the 100 'new' ones are the top spenders
+        }
+    )
+    from training.sample import stratified_sample
+
+    ids = stratified_sample(feats, 100, seed=0)
+    drawn = feats.set_index("customer_id").loc[ids]
+    assert len(ids) == len(set(ids)) == 100
+    assert (drawn["lifecycle_stage"] == "new").sum() == 10
+    quintiles = (drawn["total_spend"] // 200).value_counts().to_dict()
+    assert quintiles == {0.0: 20, 1.0: 20, 2.0: 20, 3.0: 20, 4.0: 20}
+    assert set(stratified_sample(feats, 5000, seed=0)) == set(feats["customer_id"])
+
+
+def test_a_large_shop_is_fitted_on_a_sample_and_described_by_every_customer():
+    inputs, _ = make_inputs(4000, seed=7)
+    result = train(inputs, TrainConfig(max_customers=1500))
+    buyers = inputs.transactions["customer_id"].nunique()
+    assert result.sample.of == buyers and abs(result.sample.customers - 1500) <= 10
+    manifest = result.bundle.manifest
+    assert manifest["training_sample"]["training_customers"] == str(result.sample.customers)
+    assert sum(p["size"] for p in manifest["persona_catalog"]) == buyers
+    assert result.metrics["churn_auc"] > result.metrics["baseline_churn_auc"] - 0.02
+    assert train(inputs, TrainConfig()).sample is None  # 4,000 customers: no sample
