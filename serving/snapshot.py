@@ -8,7 +8,6 @@ is an index scan, with no model run per request. Otherwise it scores the feature
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -21,6 +20,7 @@ import pandas as pd
 from features.schema import DataError
 from features.sources import engine_for, is_sql, read_table, redact, split_table, write_table
 from models.bundle import OUTPUT_COLUMNS, Bundle, joined_reasons
+from serving.batching import Batcher
 
 DEFAULT_SNAPSHOT = "clientela_snapshot.parquet"
 FINGERPRINT = "model_fingerprint"  # of the bundle that made the predictions in the snapshot
@@ -97,6 +97,34 @@ def records(bundle: Bundle, features: pd.DataFrame) -> list[dict]:
     columns = bundle.predict(features)
     plain = {k: v.to_pylist() if k == "reasons" else v.tolist() for k, v in columns.items()}
     return _records(plain, bundle.version)
+
+
+def score_together(bundle: Bundle, frames: list[pd.DataFrame]) -> list[list[dict] | DataError]:
+    """`records` of several feature tables (requests) from one model run per set of columns;
+    each table's answers are those it gets alone (a prediction reads its own row only). A
+    table the model refuses gets its DataError, the others their answers."""
+    out: list = [None] * len(frames)
+    groups: dict[tuple, list[int]] = {}
+    for k, frame in enumerate(frames):
+        groups.setdefault(tuple(frame.columns), []).append(k)
+    for members in groups.values():
+        try:
+            together = pd.concat([frames[k] for k in members], ignore_index=True)
+            scored = records(bundle, together) if len(members) > 1 else None
+        except DataError:
+            scored = None  # one of them is refused: find which, alone
+        if scored is None:
+            for k in members:
+                try:
+                    out[k] = records(bundle, frames[k])
+                except DataError as exc:
+                    out[k] = exc
+            continue
+        start = 0
+        for k in members:
+            out[k] = scored[start : start + len(frames[k])]
+            start += len(frames[k])
+    return out
 
 
 def stored_records(columns: dict[str, list], version: str) -> list[dict]:
@@ -250,8 +278,13 @@ class Snapshot:
         if self.answers is not None:
             return self.lookup(ids)
         if self._batcher is None:
-            self._batcher = Batcher(self._from_database)
+            self._batcher = Batcher(self._together, limit=10_000)
         return _arrange(ids, await self._batcher.submit(ids))
+
+    def _together(self, requests: list[list[str]]) -> list[dict]:
+        """One query for the ids of several requests; each gets the whole answer."""
+        found = self._from_database(list(dict.fromkeys(i for ids in requests for i in ids)))
+        return [found] * len(requests)
 
     def _from_database(self, ids: list[str]) -> dict[str, tuple[bytes, tuple[str, str]]]:
         """id -> (prediction as JSON, (persona, risk band)) for the ids the snapshot knows."""
@@ -270,41 +303,3 @@ class Snapshot:
 def _arrange(ids: list[str], found: dict[str, tuple[bytes, tuple[str, str]]]):
     answers = [found[i][0] if i in found else None for i in ids]
     return answers, Counter(found[i][1] for i in ids if i in found)
-
-
-class Batcher:
-    """Runs `fetch` (ids -> results by id, blocking) in a thread, one call at a time, with the
-    ids of every request that arrived while the previous call ran; at most `limit` ids a call."""
-
-    def __init__(self, fetch, limit: int = 10_000):
-        self.fetch = fetch
-        self.limit = limit
-        self.waiting: list[tuple[list[str], asyncio.Future]] = []
-        self.driver: asyncio.Task | None = None
-
-    async def submit(self, ids: list[str]) -> dict:
-        future = asyncio.get_running_loop().create_future()
-        self.waiting.append((ids, future))
-        if self.driver is None or self.driver.done():
-            self.driver = asyncio.get_running_loop().create_task(self._drive())
-        return await future
-
-    async def _drive(self) -> None:
-        from starlette.concurrency import run_in_threadpool
-
-        while self.waiting:
-            batch, size = [], 0
-            while self.waiting and (not batch or size + len(self.waiting[0][0]) <= self.limit):
-                batch.append(self.waiting.pop(0))
-                size += len(batch[-1][0])
-            ids = list(dict.fromkeys(i for request, _ in batch for i in request))
-            try:
-                found = await run_in_threadpool(self.fetch, ids)
-            except Exception as exc:  # every request of the batch gets the error
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for _, future in batch:
-                if not future.done():  # its request may have been cancelled
-                    future.set_result(found)

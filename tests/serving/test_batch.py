@@ -11,7 +11,7 @@ from clientela import app
 from features.schema import DataError
 from models.bundle import Bundle
 from serving.batch import score_features
-from serving.snapshot import Snapshot, to_json
+from serving.snapshot import DatabaseUnavailable, Snapshot, to_json
 
 runner = CliRunner()
 
@@ -210,36 +210,50 @@ def test_text_in_a_numeric_feature_column_is_refused_by_name(served):
         score_features(feats, bundle, "2025-12-31")
 
 
-def test_concurrent_lookups_share_database_round_trips():
-    """Requests that arrive while a query runs go together in the next one; each still gets
-    its own answers, and a failure reaches every request of its batch."""
+def test_requests_that_arrive_during_a_run_go_together_in_the_next():
+    """Each request still gets its own result; an exception result reaches its request only,
+    an exception from the run every request of that run."""
     import asyncio
     import threading
 
-    from serving.snapshot import Batcher, DatabaseUnavailable
+    from serving.batching import Batcher
 
-    calls: list[list[str]] = []
+    calls: list[list[list[str]]] = []
     release = threading.Event()
 
-    def fetch(ids):
-        calls.append(ids)
-        release.wait(5)  # the first query is slow: the other requests pile up behind it
-        if "down" in ids:
+    def run(requests):
+        calls.append(requests)
+        release.wait(5)  # the first run is slow: the other requests pile up behind it
+        if ["down"] in requests:
             raise DatabaseUnavailable("the feature snapshot database is unavailable: test")
-        return {i: i.upper() for i in ids}
+        return [ValueError(r[0]) if r == ["bad"] else [i.upper() for i in r] for r in requests]
 
-    async def run():
-        batcher = Batcher(fetch, limit=4)
+    async def go():
+        batcher = Batcher(run, limit=4)
         first = asyncio.ensure_future(batcher.submit(["a"]))
         await asyncio.sleep(0.05)
-        rest = [asyncio.ensure_future(batcher.submit([c, "a"])) for c in "bcdef"]
-        failing = asyncio.ensure_future(batcher.submit(["down"]))
+        later = [batcher.submit(r) for r in (["b", "c"], ["bad"], ["d"], ["e", "f"], ["down"])]
+        later = [asyncio.ensure_future(r) for r in later]
         await asyncio.sleep(0.05)
         release.set()
-        return await first, await asyncio.gather(*rest, failing, return_exceptions=True)
+        return await first, await asyncio.gather(*later, return_exceptions=True)
 
-    first, (*rest, f, failing) = asyncio.run(run())
-    assert first["a"] == "A" and [r[c] for r, c in zip(rest, "bcde", strict=True)] == list("BCDE")
-    # 1 + 5 requests of two ids and one of one: 4 ids a query at most, 'a' asked once per query
-    assert calls == [["a"], ["b", "a", "c"], ["d", "a", "e"], ["f", "a", "down"]]
-    assert isinstance(f, DatabaseUnavailable) and isinstance(failing, DatabaseUnavailable)
+    first, (bc, bad, d, ef, down) = asyncio.run(go())
+    assert first == ["A"] and bc == ["B", "C"] and d == ["D"]
+    assert isinstance(bad, ValueError)  # alone: its neighbours got their answers
+    assert calls == [[["a"]], [["b", "c"], ["bad"], ["d"]], [["e", "f"], ["down"]]]
+    assert isinstance(ef, DatabaseUnavailable) and isinstance(down, DatabaseUnavailable)
+
+
+def test_feature_tables_scored_together_answer_as_each_alone(served):
+    from serving.snapshot import records, score_together
+
+    bundle = Bundle.load(served["bundle_dir"])
+    feats = pd.read_parquet(served["features"]).sample(60, random_state=3)
+    frames = [feats.iloc[k : k + n] for k, n in ((0, 1), (1, 16), (17, 3), (20, 40))]
+    frames[2] = frames[2].drop(columns=["as_of"])  # another set of columns: its own run
+    broken = frames[1].assign(frequency=frames[1]["frequency"].astype(str))  # same columns
+    together = score_together(bundle, [*frames, broken])
+    for frame, scored in zip(frames, together, strict=False):
+        assert scored == records(bundle, frame)
+    assert isinstance(together[-1], DataError) and "frequency" in str(together[-1])
