@@ -371,15 +371,14 @@ def _utc_micros(value: datetime | date) -> int:
 _EPOCH, _MICROSECOND = datetime(1970, 1, 1), timedelta(microseconds=1)
 
 
-def validate_records(
-    rows: list[dict], as_of: pd.Timestamp | str
-) -> tuple[pd.DataFrame, pd.Timestamp] | None:
+def record_columns(rows: list[dict], as_of: pd.Timestamp) -> dict[str, list] | None:
     """`validate_transactions` for a few typed records (the API's, already checked by their
     schema: ids are text, timestamps dates or datetimes, amounts finite numbers), in plain
-    Python: 20 rows in well under a millisecond instead of 20. The same table and as_of for
-    rows that need no judgement; None when one does (a blank id, an implausible date), and
-    the caller then runs `validate_transactions`, which decides and explains."""
-    as_of = to_day(as_of)
+    Python: 20 rows in well under a millisecond instead of 20. The table's columns as lists
+    (timestamps in microseconds; `records_table` makes the table), so that the rows of several
+    requests can be joined first. None when a row needs judgement (a blank id, an implausible
+    date) or none is left: the caller then runs `validate_transactions`, which decides and
+    explains. `as_of` is a UTC day (`to_day`)."""
     earliest = int(EARLIEST_PLAUSIBLE.value // 1000)
     until = int(plausible_until(as_of).value // 1000)
     end = int((as_of + DAY).value // 1000)  # rows from here on are after as_of: dropped
@@ -400,9 +399,12 @@ def validate_records(
                 columns[col].append(np.nan if value is None else float(value))
             else:
                 columns[col].append(_plain_id(value))
-    if not columns["customer_id"]:
-        return None
-    clean = pd.DataFrame(
+    return columns if columns["customer_id"] else None
+
+
+def records_table(columns: dict[str, list]) -> pd.DataFrame:
+    """The validated transaction table of `record_columns`' lists."""
+    return pd.DataFrame(
         {
             "customer_id": pd.array(columns["customer_id"], dtype="str"),
             "timestamp": pd.to_datetime(np.array(columns["timestamp"], "datetime64[us]"), utc=True),
@@ -415,7 +417,6 @@ def validate_records(
             },
         }
     )
-    return clean, as_of
 
 
 _IMPLAUSIBLE = "an implausible date (before 1900 or after the as_of year + 1)"

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Annotated
 
 import bentoml
-import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,14 +29,14 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from features.customer import (
-    ATTRIBUTE_CATEGORICAL,
-    ATTRIBUTE_NUMERIC,
-    NUMBER_COLUMNS,
-    customer_features,
-)
+from features.customer import customer_features
 from features.schema import DataError
-from features.validation import validate_customers, validate_records, validate_transactions
+from features.validation import (
+    record_columns,
+    to_day,
+    validate_customers,
+    validate_transactions,
+)
 from models.registry import DEFAULT_URI, load_bundle
 from serving.audiences import AudiencesMissing, AudienceStore
 from serving.batching import Batcher
@@ -57,13 +56,18 @@ from serving.snapshot import (
     DatabaseUnavailable,
     Snapshot,
     labels,
-    score_together,
+    records,
     to_json,
+)
+from serving.together import (
+    Rows,
+    features_together,
+    transactions_together,
+    with_unknown_attributes,
 )
 
 log = logging.getLogger("clientela.serving")
 PROTECTED = ("/score/", "/personas", "/model", "/audiences", "/report")
-ROUTES = ("features", "transactions")  # the routes that run the models per request
 
 predictions_total = bentoml.metrics.Counter(
     name="clientela_predictions_total",
@@ -170,13 +174,17 @@ def _documented(request_model: type[BaseModel], summary: str) -> dict:
     }
 
 
-async def _respond(service: Clientela, features: pd.DataFrame, route: str) -> Response:
-    """Predictions for a feature table as the JSON body, scored off the event loop together
-    with the requests to the same route that arrive meanwhile (see serving.batching)."""
+async def _respond(service: Clientela, request: list[dict] | Rows, route: str) -> Response:
+    """Predictions for a request's feature records or transactions as the JSON body, scored off
+    the event loop together with the requests that arrive meanwhile (serving.batching)."""
     try:
-        scored = await service.batchers[route].submit(features)
+        scored = await service.batchers[route].submit(request)
     except DataError as exc:
         return _error(400, str(exc))
+    return _scored(scored)
+
+
+def _scored(scored: list[dict]) -> Response:
     count(labels(scored))
     return _predictions([to_json(r) for r in scored])
 
@@ -232,37 +240,33 @@ async def score_transactions(request: Request) -> Response:
         return _error(400, message)
     service: Clientela = request.app.state.clientela
     try:
-        if len(rows) > 1000:  # off the event loop, so that health checks keep answering
-            feats = await run_in_threadpool(_transaction_features, parsed, rows, service)
-        else:
-            feats = _transaction_features(parsed, rows, service)
+        as_of = to_day(parsed.as_of or datetime.now(UTC).date())
+        # Rows that need no judgement take the plain-Python path (the same table, proved in
+        # tests/features/test_validation.py), their features computed together with those of
+        # the requests that arrive meanwhile; anything else the full validation, alone.
+        fast = None if parsed.customers or len(rows) > 1000 else record_columns(rows, as_of)
+        if fast is not None:
+            return await _respond(service, Rows(fast, as_of), "transactions")
+        # Off the event loop, so that health checks keep answering.
+        scored = await run_in_threadpool(_transaction_answers, parsed, rows, as_of, service)
     except DataError as exc:
         return _error(400, str(exc))
-    return await _respond(service, feats, "transactions")
+    return _scored(scored)
 
 
-def _transaction_features(
-    parsed: ScoreTransactionsRequest, rows: list[dict], service: Clientela
-) -> pd.DataFrame:
-    """The feature table of a /score/transactions request (DataError for bad content)."""
-    as_of = parsed.as_of or datetime.now(UTC).date()
-    # Rows that need no judgement take the plain-Python path (the same table, proved in
-    # tests/features/test_validation.py); anything else the full validation.
-    fast = validate_records(rows, as_of)
-    if fast is None:
-        tx, day, _ = validate_transactions(pd.DataFrame(rows), as_of=as_of, source="transactions")
-    else:
-        tx, day = fast
+def _transaction_answers(
+    parsed: ScoreTransactionsRequest, rows: list[dict], as_of: pd.Timestamp, service: Clientela
+) -> list[dict]:
+    """The answers to a /score/transactions request that needs the full validation or has
+    customer attributes (DataError for bad content)."""
+    tx, day, _ = validate_transactions(pd.DataFrame(rows), as_of=as_of, source="transactions")
     attrs = None
     if parsed.customers:
         attrs, _ = validate_customers(
             pd.DataFrame([c.model_dump() for c in parsed.customers]), source="customers"
         )
-    feats = customer_features(tx, day, attrs)
-    # Attributes not given are unknown, as for a customer missing from the customers file.
-    unknown = [c for c in service.bundle.feature_columns if c not in feats.columns]
-    unknown_attrs = [c for c in unknown if c in ATTRIBUTE_NUMERIC + ATTRIBUTE_CATEGORICAL]
-    return feats.assign(**dict.fromkeys(unknown_attrs, np.nan))
+    feats = with_unknown_attributes(customer_features(tx, day, attrs), service.bundle)
+    return records(service.bundle, feats)
 
 
 @info_app.post(
@@ -276,18 +280,8 @@ async def score_features(request: Request) -> Response:
         return parsed
     if message := _over_limit(request, "features", len(parsed.features)):
         return _error(400, message)
-    rows = [f.model_dump() for f in parsed.features]
-    # Column by column, numbers straight to float64 (null -> NaN, as in the feature table):
-    # converting after building the frame cost 8 ms a request.
-    frame = pd.DataFrame(
-        {
-            name: np.array([np.nan if r[name] is None else r[name] for r in rows], "float64")
-            if name in NUMBER_COLUMNS
-            else [r[name] for r in rows]
-            for name in rows[0]
-        }
-    )
-    return await _respond(request.app.state.clientela, frame, "features")
+    rows = [f.model_dump() for f in parsed.features]  # one table for the whole batch
+    return await _respond(request.app.state.clientela, rows, "features")
 
 
 @info_app.exception_handler(RequestValidationError)
@@ -415,8 +409,12 @@ class Clientela:
             raise
         self.bundle.use_threads(1)  # measured: 9 ms per one-customer request instead of 3
         # One model run at a time per route, for every request that arrived meanwhile.
-        score = functools.partial(score_together, self.bundle)
-        self.batchers = {route: Batcher(score, limit=1_000) for route in ROUTES}
+        self.batchers = {
+            "features": Batcher(functools.partial(features_together, self.bundle), limit=1_000),
+            "transactions": Batcher(
+                functools.partial(transactions_together, self.bundle), limit=1_000
+            ),
+        }
         snapshot = os.environ.get("CLIENTELA_SNAPSHOT", DEFAULT_SNAPSHOT)
         try:
             self.snapshot = Snapshot(snapshot, self.bundle)

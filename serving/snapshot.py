@@ -99,34 +99,6 @@ def records(bundle: Bundle, features: pd.DataFrame) -> list[dict]:
     return _records(plain, bundle.version)
 
 
-def score_together(bundle: Bundle, frames: list[pd.DataFrame]) -> list[list[dict] | DataError]:
-    """`records` of several feature tables (requests) from one model run per set of columns;
-    each table's answers are those it gets alone (a prediction reads its own row only). A
-    table the model refuses gets its DataError, the others their answers."""
-    out: list = [None] * len(frames)
-    groups: dict[tuple, list[int]] = {}
-    for k, frame in enumerate(frames):
-        groups.setdefault(tuple(frame.columns), []).append(k)
-    for members in groups.values():
-        try:
-            together = pd.concat([frames[k] for k in members], ignore_index=True)
-            scored = records(bundle, together) if len(members) > 1 else None
-        except DataError:
-            scored = None  # one of them is refused: find which, alone
-        if scored is None:
-            for k in members:
-                try:
-                    out[k] = records(bundle, frames[k])
-                except DataError as exc:
-                    out[k] = exc
-            continue
-        start = 0
-        for k in members:
-            out[k] = scored[start : start + len(frames[k])]
-            start += len(frames[k])
-    return out
-
-
 def stored_records(columns: dict[str, list], version: str) -> list[dict]:
     """The same records from predictions stored in a snapshot (`reasons` as a list, or as
     one ';'-separated string where the store has no lists)."""

@@ -245,15 +245,59 @@ def test_requests_that_arrive_during_a_run_go_together_in_the_next():
     assert isinstance(ef, DatabaseUnavailable) and isinstance(down, DatabaseUnavailable)
 
 
-def test_feature_tables_scored_together_answer_as_each_alone(served):
-    from serving.snapshot import records, score_together
+def test_feature_records_scored_together_answer_as_each_alone(served):
+    import json
+
+    from serving.snapshot import records
+    from serving.together import feature_table, features_together
 
     bundle = Bundle.load(served["bundle_dir"])
     feats = pd.read_parquet(served["features"]).sample(60, random_state=3)
-    frames = [feats.iloc[k : k + n] for k, n in ((0, 1), (1, 16), (17, 3), (20, 40))]
-    frames[2] = frames[2].drop(columns=["as_of"])  # another set of columns: its own run
-    broken = frames[1].assign(frequency=frames[1]["frequency"].astype(str))  # same columns
-    together = score_together(bundle, [*frames, broken])
-    for frame, scored in zip(frames, together, strict=False):
-        assert scored == records(bundle, frame)
-    assert isinstance(together[-1], DataError) and "frequency" in str(together[-1])
+    rows = json.loads(feats.to_json(orient="records"))
+    requests = [rows[k : k + n] for k, n in ((0, 1), (1, 16), (17, 3), (20, 40))]
+    requests[2] = [{k: v for k, v in r.items() if k != "as_of"} for r in requests[2]]
+    broken = [{k: v for k, v in r.items() if k != "frequency"} for r in requests[1]]
+    together = features_together(bundle, [*requests, broken, broken[:2]])
+    for request, scored in zip(requests, together, strict=False):
+        assert scored == records(bundle, feature_table(request))
+    for refused in together[-2:]:  # the model reads frequency: both refused, nobody else
+        assert isinstance(refused, DataError) and "frequency" in str(refused)
+    alone = records(bundle, feats.reset_index(drop=True).drop(columns="as_of"))
+    assert [a["churn_probability"] for a in together[0]] == [alone[0]["churn_probability"]]
+
+
+def test_transactions_of_requests_scored_together_answer_as_each_alone(served):
+    """Two requests about the same customer with different histories stay two customers; a
+    request for another day gets its own run; the answers equal those of each request alone."""
+    from features.customer import customer_features
+    from features.validation import record_columns, records_table, to_day
+    from serving.snapshot import records
+    from serving.together import Rows, transactions_together, with_unknown_attributes
+
+    bundle = Bundle.load(served["bundle_dir"])
+    tx = served["transactions"]
+    ids = tx["customer_id"].drop_duplicates().sample(7, random_state=4).tolist()
+    recent = tx[tx["timestamp"] >= pd.Timestamp("2025-06-01", tz="UTC")]
+    ids[0] = recent["customer_id"].value_counts().index[0]  # a busy buyer, cut short below
+    day, other_day = to_day("2025-12-31"), to_day("2025-06-30")
+
+    def rows(*customers, before=None):
+        chosen = tx[tx["customer_id"].isin(customers)]
+        if before is not None:
+            chosen = chosen[chosen["timestamp"] < pd.Timestamp(before, tz="UTC")]
+        return chosen.to_dict("records")
+
+    requests = [
+        Rows(record_columns(rows(ids[0]), day), day),
+        Rows(record_columns(rows(ids[1], ids[2], ids[3]), day), day),
+        Rows(record_columns(rows(ids[0], before="2025-06-01"), day), day),  # ids[0] again
+        Rows(record_columns(rows(ids[4], ids[5]), other_day), other_day),
+        Rows(record_columns(rows(ids[6]), day), day),
+    ]
+    together = transactions_together(bundle, requests)
+    for request, answers in zip(requests, together, strict=True):
+        alone = customer_features(records_table(request.columns), request.as_of)
+        assert answers == records(bundle, with_unknown_attributes(alone, bundle))
+    assert [a["customer_id"] for a in together[1]] == sorted(ids[1:4])
+    assert together[0][0]["customer_id"] == together[2][0]["customer_id"] == ids[0]
+    assert together[0][0]["expected_purchases"] != together[2][0]["expected_purchases"]

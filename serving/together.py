@@ -1,0 +1,106 @@
+"""One model run for the requests that arrive together (see serving.batching): the tables of
+several /score/features or /score/transactions requests joined into one, scored once, and the
+answers handed back per request, each exactly as it would be alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.customer import (
+    ATTRIBUTE_CATEGORICAL,
+    ATTRIBUTE_NUMERIC,
+    NUMBER_COLUMNS,
+    customer_features,
+)
+from features.schema import DataError
+from features.validation import records_table
+from models.bundle import Bundle
+from serving.snapshot import records
+
+
+def feature_table(rows: list[dict]) -> pd.DataFrame:
+    """The feature table of /score/features records: built column by column, numbers straight
+    to float64 (null -> NaN, as in the feature table); a table per request cost more than the
+    model run of the whole batch."""
+    return pd.DataFrame(
+        {
+            name: np.array([np.nan if r[name] is None else r[name] for r in rows], "float64")
+            if name in NUMBER_COLUMNS
+            else [r[name] for r in rows]
+            for name in rows[0]
+        }
+    )
+
+
+def features_together(bundle: Bundle, requests: list[list[dict]]) -> list[list[dict] | DataError]:
+    """`records` of several requests' feature records from one table and one model run per
+    set of fields; a prediction reads its own row only, so each request gets the answers it
+    would get alone. The model refuses a table for its fields, so a refusal (DataError) goes
+    to every request with those fields and no other."""
+    out: list = [None] * len(requests)
+    groups: dict[tuple, list[int]] = {}
+    for k, rows in enumerate(requests):
+        groups.setdefault(tuple(rows[0]), []).append(k)
+    for members in groups.values():
+        try:
+            scored = records(bundle, feature_table([r for k in members for r in requests[k]]))
+        except DataError as exc:
+            for k in members:
+                out[k] = exc
+            continue
+        start = 0
+        for k in members:
+            out[k] = scored[start : start + len(requests[k])]
+            start += len(requests[k])
+    return out
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The transactions of one /score/transactions request, as `record_columns` lists."""
+
+    columns: dict[str, list]
+    as_of: pd.Timestamp
+
+    def __len__(self) -> int:
+        return len(self.columns["customer_id"])
+
+
+def transactions_together(bundle: Bundle, requests: list[Rows]) -> list[list[dict] | DataError]:
+    """`records` for the transactions of several requests, from one feature table and one
+    model run per as_of day. Each request's ids are tagged with its place in the run, so that
+    two requests about the same customer stay two customers; features and predictions read
+    one customer's rows only, so each request gets exactly the answers it would get alone."""
+    out: list = [None] * len(requests)
+    days: dict[pd.Timestamp, list[int]] = {}
+    for k, rows in enumerate(requests):
+        days.setdefault(rows.as_of, []).append(k)
+    for day, members in days.items():
+        joined: dict[str, list] = {name: [] for name in requests[members[0]].columns}
+        for j, k in enumerate(members):
+            for name, values in requests[k].columns.items():
+                joined[name] += [f"{j:06d}{v}" for v in values] if name == "customer_id" else values
+        feats = customer_features(records_table(joined), day)  # sorted by id: by request first
+        tagged = feats["customer_id"]
+        owner = tagged.str.slice(0, 6).astype("int64").to_numpy()
+        feats["customer_id"] = tagged.str.slice(6)
+        try:
+            scored = records(bundle, with_unknown_attributes(feats, bundle))
+        except DataError as exc:
+            for k in members:
+                out[k] = exc
+            continue
+        ends = np.cumsum(np.bincount(owner, minlength=len(members)))
+        for j, k in enumerate(members):
+            out[k] = scored[ends[j - 1] if j else 0 : ends[j]]
+    return out
+
+
+def with_unknown_attributes(feats: pd.DataFrame, bundle: Bundle) -> pd.DataFrame:
+    """Attributes not given are unknown, as for a customer missing from the customers file."""
+    unknown = [c for c in bundle.feature_columns if c not in feats.columns]
+    unknown_attrs = [c for c in unknown if c in ATTRIBUTE_NUMERIC + ATTRIBUTE_CATEGORICAL]
+    return feats.assign(**dict.fromkeys(unknown_attrs, np.nan))
