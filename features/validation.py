@@ -491,12 +491,13 @@ def _note_nulled(report: QualityReport, column: str, before: pd.Series, after: p
 
 def to_day(value) -> pd.Timestamp:
     """A date-like value as a UTC day (midnight), between 1900 and 2200."""
+    shown = repr(value) if isinstance(value, str) else str(value)  # 1800-01-01, not date(...)
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError, OverflowError):
-        raise DataError(f"as_of {value!r} is not a date (use YYYY-MM-DD)") from None
+        raise DataError(f"as_of {shown} is not a date (use YYYY-MM-DD)") from None
     if stamp is pd.NaT or not 1900 <= stamp.year < 2200:
-        raise DataError(f"as_of {value!r} is not a plausible day (years 1900 to 2199)")
+        raise DataError(f"as_of {shown} is not a plausible day (years 1900 to 2199)")
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.floor("D").as_unit("us")
 

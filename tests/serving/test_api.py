@@ -252,6 +252,12 @@ def test_bad_transactions_content_is_a_400(client):
     }
     response = client.post("/score/transactions", json=future_only)
     assert response.status_code == 400 and "as_of" in response.text
+    ancient = {**future_only, "as_of": "1800-01-01"}
+    response = client.post("/score/transactions", json=ancient)
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "as_of 1800-01-01 is not a plausible day (years 1900 to 2199)"
+    )
 
 
 def test_bearer_token_guards_inference_but_not_health(client, monkeypatch):
