@@ -723,6 +723,17 @@ def name_personas(profiles: pd.DataFrame, ids: np.ndarray) -> list[str]:
                 traits.append(f"in {top}")
         words = [w for w in (_tier(row["yearly_spend"], spend), stage, rhythm, who) if w]
         names.append(" ".join(words) + (f" ({', '.join(traits)})" if traits else ""))
+    # Personas that would share a name are told apart by their basket where it differs
+    # (wholesale-like big baskets against everyday ones), else by their id.
+    basket = profiles["basket"].to_numpy("float64") if "basket" in profiles else None
+    for k, name in enumerate(list(names)):
+        if basket is None or names.count(name) == 1 or not basket[k] > 0:
+            continue
+        others = [basket[j] for j, n in enumerate(names) if n == name and j != k]
+        if all(basket[k] >= 1.5 * b for b in others):
+            names[k] = f"big-basket {name}"
+        elif all(basket[k] * 1.5 <= b for b in others):
+            names[k] = f"small-basket {name}"
     return [
         name if names.count(name) == 1 else f"{name} #{pid}"
         for name, pid in zip(names, ids, strict=True)

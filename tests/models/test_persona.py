@@ -124,3 +124,21 @@ def test_distinctions_name_what_sets_a_persona_apart():
     assert "basket 1,000 (all 40)" in words[0]
     assert "region" not in words[0] and "in North" not in words[0]  # everyone is in North
     assert words[1] == ""  # the bulk of customers is what "all" looks like
+
+
+def test_personas_that_would_share_a_name_are_told_apart_by_basket_else_by_id():
+    from models.persona import name_personas
+
+    regular = {"yearly_spend": 300.0, "repeat_share": 0.9, "purchases_per_year": 6.0}
+    profiles = pd.DataFrame(
+        [
+            {**regular, "share": 0.2, "basket": 640.0},
+            {**regular, "share": 0.7, "basket": 200.0},
+            {**regular, "share": 0.1, "basket": 180.0, "purchases_per_year": 5.0},
+        ]
+    )
+    names = name_personas(profiles, np.array([2, 3, 7]))
+    assert names == ["big-basket regular buyers", "regular buyers #3", "regular buyers #7"]
+    profiles.loc[1, "basket"] = 90.0  # now each basket is apart from the others
+    names = name_personas(profiles, np.array([2, 3, 7]))
+    assert names == ["big-basket regular buyers", "small-basket regular buyers", "regular buyers"]
