@@ -48,13 +48,8 @@ def features_together(bundle: Bundle, requests: list[list[dict]]) -> list[list[d
         try:
             scored = records(bundle, feature_table([r for k in members for r in requests[k]]))
         except DataError as exc:
-            for k in members:
-                out[k] = exc
-            continue
-        start = 0
-        for k in members:
-            out[k] = scored[start : start + len(requests[k])]
-            start += len(requests[k])
+            scored = exc
+        _hand_out(out, members, scored, [len(requests[k]) for k in members])
     return out
 
 
@@ -90,13 +85,18 @@ def transactions_together(bundle: Bundle, requests: list[Rows]) -> list[list[dic
         try:
             scored = records(bundle, with_unknown_attributes(feats, bundle))
         except DataError as exc:
-            for k in members:
-                out[k] = exc
-            continue
-        ends = np.cumsum(np.bincount(owner, minlength=len(members)))
-        for j, k in enumerate(members):
-            out[k] = scored[ends[j - 1] if j else 0 : ends[j]]
+            scored = exc
+        _hand_out(out, members, scored, np.bincount(owner, minlength=len(members)).tolist())
     return out
+
+
+def _hand_out(out: list, members: list[int], scored: list | DataError, sizes: list[int]) -> None:
+    """Each member request its `size` answers, in turn, from one run's answers (or the run's
+    refusal to every one of them)."""
+    start = 0
+    for k, size in zip(members, sizes, strict=True):
+        out[k] = scored if isinstance(scored, DataError) else scored[start : start + size]
+        start += size
 
 
 def with_unknown_attributes(feats: pd.DataFrame, bundle: Bundle) -> pd.DataFrame:

@@ -16,7 +16,6 @@ import pandas as pd
 
 from features.customer import customer_features
 from features.load import Inputs
-from features.validation import DAY
 from models import drift, registry
 from models.bundle import Bundle, BundleError, BundleSchemaError, joined_reasons
 from training.config import TrainConfig
@@ -83,9 +82,7 @@ def train(
     stages.start(STAGES[0])
     everyone, sample = None, None
     if inputs.transactions["customer_id"].nunique() > config.max_customers:
-        tx = inputs.transactions
-        history = tx[tx["timestamp"] < plan.as_of + DAY]
-        everyone = customer_features(history, plan.as_of, inputs.customers)
+        everyone = customer_features(inputs.transactions, plan.as_of, inputs.customers)
         ids = stratified_sample(everyone, config.max_customers, config.random_state)
         sample = Sample(len(ids), len(everyone))
         inputs = restricted(inputs, ids)
