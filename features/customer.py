@@ -66,16 +66,40 @@ def customer_features(
     passing more history never leaks the future. Output is sorted by `customer_id`.
     """
     as_of = to_day(as_of)
+    breadth = {c: transactions[c] for c in OPTIONAL_BREADTH if c in transactions.columns}
+    columns = behaviour(
+        transactions["customer_id"],
+        transactions["timestamp"].to_numpy("datetime64[us]").view("int64"),
+        transactions["amount"].to_numpy("float64"),
+        as_of,
+        breadth,
+    )
+    frame = pd.DataFrame(columns)
+    frame["customer_id"] = frame["customer_id"].astype("str")
+    if customers is not None:
+        frame = _join_attributes(frame, customers, as_of)
+    return frame
+
+
+def behaviour(
+    customer_id: pd.Series | np.ndarray,
+    stamps: np.ndarray,
+    amount: np.ndarray,
+    as_of: pd.Timestamp,
+    breadth: dict[str, pd.Series | np.ndarray],
+) -> dict[str, np.ndarray]:
+    """The feature table's columns without attributes, in order, as numpy arrays: what
+    `customer_features` builds its table from, and what the API scores as they are (see
+    `features.table`). `stamps` are UTC microseconds, `as_of` a day (`to_day`), `breadth` the
+    optional columns of `OPTIONAL_BREADTH` that the transactions have."""
     asof_day = as_of.value // 1000 // DAY_US
-    stamps = transactions["timestamp"].to_numpy("datetime64[us]").view("int64")
     days_ago = asof_day - np.floor_divide(stamps, DAY_US)
     seen = days_ago >= 0
     if not seen.all():
-        transactions = transactions[seen]
-        days_ago = days_ago[seen]
-    codes, ids = pd.factorize(transactions["customer_id"], sort=True)
+        customer_id, days_ago, amount = customer_id[seen], days_ago[seen], amount[seen]
+        breadth = {column: values[seen] for column, values in breadth.items()}
+    codes, ids = pd.factorize(customer_id, sort=True)
     n = len(ids)
-    amount = transactions["amount"].to_numpy("float64")
 
     def count(mask=None, idx=codes):
         return np.bincount(idx if mask is None else idx[mask], minlength=n)
@@ -86,7 +110,7 @@ def customer_features(
         return np.bincount(codes, weights=weights, minlength=n)
 
     buy = amount > 0
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {"customer_id": np.asarray(ids, dtype=object)}
     out["n_transactions"] = count()
     out["total_spend"] = total(amount)
     out["gross_spend"] = total(amount, buy)
@@ -147,8 +171,8 @@ def customer_features(
         out["lateness"] = np.where(n_gaps > 0, recency / mean_gap, np.nan)
 
     for column, name in OPTIONAL_BREADTH.items():
-        if column in transactions.columns:
-            vals, _ = pd.factorize(transactions[column])
+        if column in breadth:
+            vals, _ = pd.factorize(breadth[column])
             ok = vals >= 0
             width = int(vals.max(initial=0)) + 1
             pairs = pd.unique(codes[ok].astype(np.int64) * width + vals[ok])
@@ -157,19 +181,25 @@ def customer_features(
     # The calendar: spend and churn have seasons, which the models can learn when their training
     # cutoffs fall in different months.
     out["as_of_month"] = np.full(n, as_of.month, dtype="int64")
-    frame = pd.DataFrame(out)
-    frame.insert(0, "customer_id", pd.Series(np.asarray(ids, dtype=object), dtype="str"))
-    frame.insert(1, "lifecycle_stage", lifecycle_stage(frame))
+    out["lifecycle_stage"] = lifecycle_stage(out)
     first = ["customer_id", "lifecycle_stage", "recency_days", "tenure_days", "frequency"]
-    frame = frame[
-        first + ["total_spend"] + [c for c in frame.columns if c not in first + ["total_spend"]]
-    ]
-    if customers is not None:
-        frame = _join_attributes(frame, customers, as_of)
-    return frame
+    first.append("total_spend")
+    return {name: out[name] for name in first + [c for c in out if c not in first]}
 
 
-def lifecycle_stage(frame: pd.DataFrame) -> np.ndarray:
+def transaction_features(columns: dict[str, list], as_of: pd.Timestamp) -> dict[str, np.ndarray]:
+    """`customer_features` of transactions already validated by
+    `features.validation.record_columns` (the API's), as the arrays it builds its table from."""
+    return behaviour(
+        np.array(columns["customer_id"], dtype=object),
+        np.array(columns["timestamp"], dtype="int64"),
+        np.array(columns["amount"], dtype="float64"),
+        as_of,
+        {c: np.array(columns[c], dtype=object) for c in OPTIONAL_BREADTH if c in columns},
+    )
+
+
+def lifecycle_stage(frame: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
     """Rule-based stage beside the persona; the first matching rule wins:
 
     1. refunds only (no purchase on record): `lapsed` if last activity > LAPSED_DAYS ago,
@@ -180,17 +210,17 @@ def lifecycle_stage(frame: pd.DataFrame) -> np.ndarray:
     5. `regular`: at least REGULAR_DAYS_365 purchase days in the last 365 days;
     6. `existing`: everyone else.
     """
-    has = frame["has_purchase"].to_numpy()
+    has, days = np.asarray(frame["has_purchase"], bool), np.asarray(frame["days_since_activity"])
     conditions = [
-        ~has & (frame["days_since_activity"].to_numpy() > LAPSED_DAYS),
+        ~has & (days > LAPSED_DAYS),
         ~has,
-        frame["tenure_days"].to_numpy() < NEW_DAYS,
-        frame["frequency"].to_numpy() == 0,
-        frame["recency_days"].to_numpy() > LAPSED_DAYS,
-        frame["purchase_days_365d"].to_numpy() >= REGULAR_DAYS_365,
+        np.asarray(frame["tenure_days"]) < NEW_DAYS,
+        np.asarray(frame["frequency"]) == 0,
+        np.asarray(frame["recency_days"]) > LAPSED_DAYS,
+        np.asarray(frame["purchase_days_365d"]) >= REGULAR_DAYS_365,
     ]
     choices = ["lapsed", "existing", "new", "walk-in", "lapsed", "regular"]
-    return np.select(conditions, choices, default="existing")
+    return np.select(conditions, choices, default="existing").astype(object)
 
 
 def _join_attributes(frame: pd.DataFrame, customers: pd.DataFrame, as_of) -> pd.DataFrame:

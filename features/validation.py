@@ -375,10 +375,10 @@ def record_columns(rows: list[dict], as_of: pd.Timestamp) -> dict[str, list] | N
     """`validate_transactions` for a few typed records (the API's, already checked by their
     schema: ids are text, timestamps dates or datetimes, amounts finite numbers), in plain
     Python: 20 rows in well under a millisecond instead of 20. The table's columns as lists
-    (timestamps in microseconds; `records_table` makes the table), so that the rows of several
-    requests can be joined first. None when a row needs judgement (a blank id, an implausible
-    date) or none is left: the caller then runs `validate_transactions`, which decides and
-    explains. `as_of` is a UTC day (`to_day`)."""
+    (timestamps in microseconds), so that the rows of several requests can be joined first;
+    `features.customer.transaction_features` computes their features. None when a row needs
+    judgement (a blank id, an implausible date) or none is left: the caller then runs
+    `validate_transactions`, which decides and explains. `as_of` is a UTC day (`to_day`)."""
     earliest = int(EARLIEST_PLAUSIBLE.value // 1000)
     until = int(plausible_until(as_of).value // 1000)
     end = int((as_of + DAY).value // 1000)  # rows from here on are after as_of: dropped
@@ -400,23 +400,6 @@ def record_columns(rows: list[dict], as_of: pd.Timestamp) -> dict[str, list] | N
             else:
                 columns[col].append(_plain_id(value))
     return columns if columns["customer_id"] else None
-
-
-def records_table(columns: dict[str, list]) -> pd.DataFrame:
-    """The validated transaction table of `record_columns`' lists."""
-    return pd.DataFrame(
-        {
-            "customer_id": pd.array(columns["customer_id"], dtype="str"),
-            "timestamp": pd.to_datetime(np.array(columns["timestamp"], "datetime64[us]"), utc=True),
-            "amount": np.array(columns["amount"], "float64"),
-            **{
-                col: np.array(columns[col], "float64")
-                if col == "quantity"
-                else pd.array(columns[col], dtype="str")
-                for col in TRANSACTION_OPTIONAL
-            },
-        }
-    )
 
 
 _IMPLAUSIBLE = "an implausible date (before 1900 or after the as_of year + 1)"

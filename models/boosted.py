@@ -38,7 +38,9 @@ def logit_offset(X, names: list[str], feature: str | None) -> np.ndarray | None:
         return None
     column = np.asarray(X)[:, names.index(feature)].astype("float64")
     p = np.clip(np.nan_to_num(column, nan=0.5), 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
+    # float32, as XGBoost stores a margin: given float64, `inplace_predict` took 2-4 ms more
+    # per call, most of a small request's time, for the same answers.
+    return np.log(p / (1 - p)).astype("float32")
 
 
 def compact_rounds(model: xgb.XGBModel, tolerance: float) -> int:

@@ -16,18 +16,21 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
+from features.table import Columns
+
 PENALTIES = (0.0, 0.001, 0.01, 0.1)
 
 
-def btyd_inputs(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def btyd_inputs(
+    features: pd.DataFrame | Columns,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x, t_x, T, m) from the customer feature table (refund-only customers: x = 0, T = age)."""
-    has = features["has_purchase"].to_numpy(bool)
-    x = features["frequency"].to_numpy("float64")
-    T = np.where(has, features["tenure_days"], features["days_since_activity"]).astype("float64")
-    t_x = np.where(has, T - features["recency_days"].fillna(0).to_numpy(), 0.0)
-    repeat_spend = (features["gross_spend"] - features["first_purchase_value"].fillna(0)).to_numpy(
-        "float64"
-    )
+    f = Columns.of(features)
+    has = f.flag("has_purchase")
+    x = f.number("frequency")
+    T = np.where(has, f.number("tenure_days"), f.number("days_since_activity"))
+    t_x = np.where(has, T - np.nan_to_num(f.number("recency_days")), 0.0)
+    repeat_spend = f.number("gross_spend") - np.nan_to_num(f.number("first_purchase_value"))
     with np.errstate(divide="ignore", invalid="ignore"):
         m = np.where(x > 0, repeat_spend / x, 0.0)
     return x, t_x, T, np.nan_to_num(m, nan=0.0)
@@ -174,22 +177,26 @@ class BTYDBaseline:
         self.gg_ = GammaGammaModel().fit(x, m)
         return self
 
-    def predict(
-        self, features: pd.DataFrame, churn_horizon: int, value_horizon: int
-    ) -> pd.DataFrame:
+    def outputs(
+        self, features: pd.DataFrame | Columns, churn_horizon: int, value_horizon: int
+    ) -> dict[str, np.ndarray]:
         """Expected purchases and spend over the value horizon, P(alive), P(churn) over the
         churn horizon."""
         x, t_x, T, m = btyd_inputs(features)
         purchases = self.bgnbd_.expected_purchases(value_horizon, x, t_x, T)
-        return pd.DataFrame(
-            {
-                "btyd_p_alive": self.bgnbd_.p_alive(x, t_x, T),
-                "btyd_p_churn": self.bgnbd_.p_no_purchase(churn_horizon, x, t_x, T),
-                "btyd_expected_purchases": purchases,
-                "btyd_expected_value": purchases * self.gg_.expected_value(x, m),
-            },
-            index=features.index,
-        )
+        return {
+            "btyd_p_alive": self.bgnbd_.p_alive(x, t_x, T),
+            "btyd_p_churn": self.bgnbd_.p_no_purchase(churn_horizon, x, t_x, T),
+            "btyd_expected_purchases": purchases,
+            "btyd_expected_value": purchases * self.gg_.expected_value(x, m),
+        }
+
+    def predict(
+        self, features: pd.DataFrame, churn_horizon: int, value_horizon: int
+    ) -> pd.DataFrame:
+        """`outputs` as a table, on the feature table's index."""
+        columns = self.outputs(features, churn_horizon, value_horizon)
+        return pd.DataFrame(columns, index=features.index)
 
     def add_to(
         self, features: pd.DataFrame, churn_horizon: int, value_horizon: int

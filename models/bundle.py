@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from features.customer import NUMBER_COLUMNS
 from features.schema import DataError
+from features.table import Columns
 from models.boosted import ChurnModel, ValueModel, matrix
 from models.btyd import BTYDBaseline
 from models.encoding import BTYD_FEATURES, FeatureEncoder
@@ -103,16 +104,20 @@ class Bundle:
         columns = ["customer_id", *self.persona.input_columns_, *self.encoder.input_columns_]
         return [c for c in dict.fromkeys(columns) if c not in BTYD_FEATURES]
 
-    def check_columns(self, features: pd.DataFrame) -> None:
+    def check_columns(self, features: pd.DataFrame | Columns) -> None:
         """Refuse a feature table that lacks a column this model reads, or holds text where a
-        number belongs: filling them in would move every prediction without a word."""
-        missing = [c for c in self.feature_columns if c not in features.columns]
+        number belongs: filling them in would move every prediction without a word. (The API
+        builds its columns from a typed schema: only their names need checking.)"""
+        names = features.names if isinstance(features, Columns) else set(features.columns)
+        missing = [c for c in self.feature_columns if c not in names]
         if missing:
             raise DataError(
                 f"the feature table lacks {len(missing)} column(s) model {self.version} reads: "
                 f"{', '.join(missing)} (write it with `clientela features` and the same inputs "
                 "as training: transactions, and customers if training had them)"
             )
+        if isinstance(features, Columns):
+            return
         dtypes = features.dtypes
         wrong = [
             f"{c} ({dtypes[c]})"
@@ -122,18 +127,19 @@ class Bundle:
         if wrong:
             raise DataError(f"feature column(s) that must be numbers hold text: {', '.join(wrong)}")
 
-    def model_inputs(self, features: pd.DataFrame) -> pd.DataFrame:
+    def model_inputs(self, features: pd.DataFrame | Columns) -> Columns:
         """Features plus the BTYD baseline's outputs, which the boosted models also use."""
-        return self.btyd.add_to(features, self.churn_horizon, self.value_horizon)
+        features = Columns.of(features)
+        btyd = self.btyd.outputs(features, self.churn_horizon, self.value_horizon)
+        return features.with_columns(btyd)
 
     def predict(
-        self, features: pd.DataFrame, with_reasons: bool = True
+        self, features: pd.DataFrame | Columns, with_reasons: bool = True
     ) -> dict[str, np.ndarray | pa.Array]:
         """Per-customer predictions for a feature table as columns (the names of
         `OUTPUT_COLUMNS`): no per-row objects, so the API builds its records straight from
-        them."""
+        them. The API's few customers come as `Columns`, read without pandas."""
         self.check_columns(features)
-        features = features.reset_index(drop=True)
         inputs = self.model_inputs(features)
         X = self.encoder.transform(inputs)
         value = self.value.predict(X)
@@ -141,21 +147,21 @@ class Bundle:
             churn, reasons = self.churn.predict_with_reasons(X, matrix(X, self.nthread))
         else:
             churn, reasons = self.churn.predict_proba(X), None
-        persona = self.persona.predict(features)
+        persona = self.persona.predict(inputs)
         quantiles = np.asarray(self.manifest["value_quantiles"], dtype="float64")
         percentile = np.searchsorted(quantiles, value, side="right") - 1
         band = np.select(
             [churn < RISK_BANDS["low"], churn < RISK_BANDS["medium"]], ["low", "medium"], "high"
         )
         return {
-            "customer_id": features["customer_id"].astype("str").to_numpy(dtype=object),
+            "customer_id": inputs.text("customer_id"),
             "persona_id": persona.astype("int64"),
             "persona_name": self.persona.name_of(persona),
-            "lifecycle_stage": features["lifecycle_stage"].astype("str").to_numpy(dtype=object),
+            "lifecycle_stage": inputs.text("lifecycle_stage"),
             "churn_probability": churn.astype("float64"),
             "risk_band": band.astype(object),
             "reasons": no_reasons(len(X)) if reasons is None else reasons,
-            "expected_purchases": inputs["btyd_expected_purchases"].to_numpy("float64"),
+            "expected_purchases": inputs.number("btyd_expected_purchases"),
             "predicted_value": value.astype("float64"),
             "value_percentile": np.clip(percentile, 0, 100).astype("int64"),
         }

@@ -14,6 +14,7 @@ from features.customer import (
     NUMERIC_FEATURES,
     OPTIONAL_BREADTH,
 )
+from features.table import Columns
 
 BTYD_FEATURES = ["btyd_p_alive", "btyd_p_churn", "btyd_expected_purchases", "btyd_expected_value"]
 CANDIDATE_NUMERIC = (
@@ -54,27 +55,26 @@ class FeatureEncoder:
     def input_columns_(self) -> list[str]:
         return self.numeric_ + list(self.categories_)
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        # Filled column by column, so column-major; XGBoost reads rows, hence the final copy.
-        out = np.zeros((len(frame), len(self.feature_names_)), dtype="float32", order="F")
-        numeric = frame.reindex(columns=self.numeric_)
-        try:  # one conversion for the whole block: cheap for the API's small requests
-            with np.errstate(over="ignore"):  # beyond float32: capped below
-                out[:, : len(self.numeric_)] = numeric.to_numpy("float32", na_value=np.nan)
-        except (TypeError, ValueError):
+    def transform(self, frame: pd.DataFrame | Columns) -> np.ndarray:
+        """The model matrix: rows are customers, columns `feature_names_` (float32)."""
+        columns = Columns.of(frame)
+        out = np.full((len(columns), len(self.feature_names_)), np.nan, "float32", order="F")
+        with np.errstate(over="ignore"):  # beyond float32: capped below
             for j, col in enumerate(self.numeric_):
-                out[:, j] = pd.to_numeric(numeric[col], errors="coerce").to_numpy("float32")
+                if col in columns:
+                    out[:, j] = columns.number(col)
         j = len(self.numeric_)
         for col, levels in self.categories_.items():
-            if col in frame.columns:
-                values = pa.array(frame[col].astype("str"), type=pa.string())
+            codes = np.full(len(columns), -1)
+            if col in columns:
+                values = pa.array(columns.text(col), type=pa.string())
                 codes = pc.index_in(values, value_set=pa.array(levels, pa.string()))
                 codes = codes.fill_null(-1).to_numpy()
-                for k in range(len(levels)):
-                    out[:, j + k] = codes == k
+            for k in range(len(levels)):
+                out[:, j + k] = codes == k
             j += len(levels)
         # Values beyond float32's range become its largest finite value, not inf (XGBoost
-        # refuses inf); missing values stay NaN.
+        # refuses inf); missing values stay NaN. XGBoost reads rows, hence the final copy.
         big = np.finfo("float32").max
         return np.ascontiguousarray(np.clip(out, -big, big, out=out))
 

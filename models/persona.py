@@ -44,6 +44,8 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.special import polygamma
 
+from features.table import Columns
+
 BASKET_NOISE = 0.25  # variance of the log amount of one purchase day (a basket CV of ~0.5)
 MIN_LEVEL_SHARE, MAX_LEVELS = 0.02, 10  # categorical levels kept; the rest pooled as "other"
 CATEGORICAL = ("region", "gender")
@@ -103,17 +105,18 @@ def yearly_spend(features: pd.DataFrame) -> np.ndarray:
     return 365 * np.nan_to_num(_col(features, "gross_spend")) / tenure
 
 
-def persona_data(features: pd.DataFrame, levels: dict[str, list[str]]) -> PersonaData:
+def persona_data(features: pd.DataFrame | Columns, levels: dict[str, list[str]]) -> PersonaData:
     """The model's inputs for customers with a purchase (others get all-missing rows)."""
-    freq = np.nan_to_num(_col(features, "frequency"))
-    tenure = _col(features, "tenure_days")
+    f = Columns.of(features)
+    freq = np.nan_to_num(f.number("frequency"))
+    tenure = f.number("tenure_days")
     days = freq + 1
     with np.errstate(divide="ignore", invalid="ignore"):
-        span = tenure - _col(features, "recency_days")  # first to last purchase day
+        span = tenure - f.number("recency_days")  # first to last purchase day
         rate = np.where(freq > 0, np.log(365 * freq / np.clip(span, 7, None)), np.nan)
-        basket = _col(features, "avg_purchase_value")
+        basket = f.number("avg_purchase_value")
         basket = np.where(basket > 0, np.log(basket), np.nan)
-        cv = _col(features, "std_interpurchase_days") / _col(features, "mean_interpurchase_days")
+        cv = f.number("std_interpurchase_days") / f.number("mean_interpurchase_days")
         regularity = np.where((freq >= 3) & (cv > 0), np.log(np.clip(cv, 0.02, None)), np.nan)
     gaussian = {
         # log(x / sum of x exponential gaps) has variance trigamma(x)
@@ -121,25 +124,25 @@ def persona_data(features: pd.DataFrame, levels: dict[str, list[str]]) -> Person
         "log_basket": (basket, BASKET_NOISE / days),
         "log_gap_cv": (regularity, 1 / (2 * np.clip(freq - 1, 1, None))),
     }
-    if "age" in features.columns:
-        gaussian["age"] = (_col(features, "age"), np.zeros(len(features)))
-    if "income" in features.columns:
-        income = _col(features, "income")
+    if "age" in f:
+        gaussian["age"] = (f.number("age"), np.zeros(len(f)))
+    if "income" in f:
+        income = f.number("income")
         with np.errstate(divide="ignore", invalid="ignore"):
             gaussian["log_income"] = (
                 np.where(income > 0, np.log(income), np.nan),
-                np.zeros(len(features)),
+                np.zeros(len(f)),
             )
     bernoulli = {}
-    if "customer_type" in features.columns:
-        kind = features["customer_type"].astype("str").to_numpy()
+    if "customer_type" in f:
+        kind = f.text("customer_type")
         bernoulli["b2b"] = np.where(np.isin(kind, ["B2B", "B2C"]), kind == "B2B", np.nan)
     categorical = {}
     for name, known in levels.items():
-        if name in features.columns:
-            categorical[name] = _level_codes(features[name], known)
-    holiday = np.round(np.nan_to_num(_col(features, "holiday_share")) * days)
-    has = features["has_purchase"].to_numpy(bool)
+        if name in f:
+            categorical[name] = _level_codes(f.text(name), known)
+    holiday = np.round(np.nan_to_num(f.number("holiday_share")) * days)
+    has = f.flag("has_purchase")
     half_year = has & (np.nan_to_num(tenure) >= 180)
     return PersonaData(
         gaussian,
@@ -155,25 +158,19 @@ def persona_data(features: pd.DataFrame, levels: dict[str, list[str]]) -> Person
     )
 
 
-def _level_codes(values: pd.Series, known: list[str]) -> np.ndarray:
+def _level_codes(text: np.ndarray, known: list[str]) -> np.ndarray:
     """Each value's position in `known` ("other" for unseen levels, -1 for missing): by a
     dictionary for a few rows (an API request), vectorised for many."""
     other = known.index("other") if "other" in known else -1
-    if len(values) <= 512:
+    blank = {"": -1, "None": -1, "nan": -1}
+    if len(text) <= 512:
         position = {level: i for i, level in enumerate(known)}
-        blank = {"": -1, "None": -1, "nan": -1}
         return np.array(
-            [
-                -1
-                if v is None or v is pd.NA or v != v
-                else blank.get(str(v), position.get(str(v), other))
-                for v in values.tolist()
-            ],
+            [-1 if v is None else blank.get(v, position.get(v, other)) for v in text],
             dtype="int64",
         )
-    text = values.astype("str").to_numpy()
     codes = pd.Index(known).get_indexer(text)
-    missing = pd.isna(values).to_numpy() | np.isin(text, ["None", "nan", ""])
+    missing = pd.isna(text) | np.isin(text, list(blank))
     return np.where(missing, -1, np.where(codes >= 0, codes, other))
 
 
@@ -558,7 +555,7 @@ class PersonaModel:
         self.random_state = random_state
         self.merge_threshold = merge_threshold
 
-    def _data(self, features: pd.DataFrame) -> PersonaData:
+    def _data(self, features: pd.DataFrame | Columns) -> PersonaData:
         return persona_data(features, self.levels_)
 
     def fit(self, features: pd.DataFrame, previous: PersonaModel | None = None) -> PersonaModel:
@@ -624,12 +621,12 @@ class PersonaModel:
         fresh = iter(range(int(previous.ids_.max()) + 1, int(previous.ids_.max()) + 1 + k))
         return np.array([i if i >= 0 else next(fresh) for i in ids])
 
-    def posteriors(self, features: pd.DataFrame) -> np.ndarray:
+    def posteriors(self, features: pd.DataFrame | Columns) -> np.ndarray:
         """P(persona | customer), customers x personas (in the order of `ids_`)."""
         resp = self.classes_.posteriors(self._data(features))
         return np.column_stack([resp[:, g].sum(axis=1) for g in self.groups_])
 
-    def predict(self, features: pd.DataFrame) -> np.ndarray:
+    def predict(self, features: pd.DataFrame | Columns) -> np.ndarray:
         """Persona id per customer (the most likely persona)."""
         return self.ids_[self.posteriors(features).argmax(axis=1)]
 

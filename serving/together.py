@@ -13,25 +13,25 @@ from features.customer import (
     ATTRIBUTE_CATEGORICAL,
     ATTRIBUTE_NUMERIC,
     NUMBER_COLUMNS,
-    customer_features,
+    transaction_features,
 )
 from features.schema import DataError
-from features.validation import records_table
+from features.table import Columns
 from models.bundle import Bundle
 from serving.snapshot import records
 
 
-def feature_table(rows: list[dict]) -> pd.DataFrame:
-    """The feature table of /score/features records: built column by column, numbers straight
-    to float64 (null -> NaN, as in the feature table); a table per request cost more than the
-    model run of the whole batch."""
-    return pd.DataFrame(
+def feature_table(rows: list[dict]) -> Columns:
+    """The feature table of /score/features records, as the models read it: numbers as
+    float64 (null -> NaN, as in the feature table), the rest as they came (text or None)."""
+    return Columns(
         {
             name: np.array([np.nan if r[name] is None else r[name] for r in rows], "float64")
             if name in NUMBER_COLUMNS
-            else [r[name] for r in rows]
+            else np.array([r[name] for r in rows], dtype=object)
             for name in rows[0]
-        }
+        },
+        len(rows),
     )
 
 
@@ -78,10 +78,10 @@ def transactions_together(bundle: Bundle, requests: list[Rows]) -> list[list[dic
         for j, k in enumerate(members):
             for name, values in requests[k].columns.items():
                 joined[name] += [f"{j:06d}{v}" for v in values] if name == "customer_id" else values
-        feats = customer_features(records_table(joined), day)  # sorted by id: by request first
+        feats = transaction_features(joined, day)  # sorted by id: by request first
         tagged = feats["customer_id"]
-        owner = tagged.str.slice(0, 6).astype("int64").to_numpy()
-        feats["customer_id"] = tagged.str.slice(6)
+        owner = [int(cid[:6]) for cid in tagged]
+        feats["customer_id"] = np.array([cid[6:] for cid in tagged], dtype=object)
         try:
             scored = records(bundle, with_unknown_attributes(feats, bundle))
         except DataError as exc:
@@ -99,8 +99,13 @@ def _hand_out(out: list, members: list[int], scored: list | DataError, sizes: li
         start += size
 
 
-def with_unknown_attributes(feats: pd.DataFrame, bundle: Bundle) -> pd.DataFrame:
-    """Attributes not given are unknown, as for a customer missing from the customers file."""
-    unknown = [c for c in bundle.feature_columns if c not in feats.columns]
-    unknown_attrs = [c for c in unknown if c in ATTRIBUTE_NUMERIC + ATTRIBUTE_CATEGORICAL]
-    return feats.assign(**dict.fromkeys(unknown_attrs, np.nan))
+def with_unknown_attributes(feats: dict[str, np.ndarray] | pd.DataFrame, bundle: Bundle) -> Columns:
+    """The features of the API's customers, with the attributes not given unknown, as for a
+    customer missing from the customers file."""
+    n = len(feats["customer_id"])
+    unknown = {
+        c: np.full(n, np.nan) if c in ATTRIBUTE_NUMERIC else np.full(n, None, dtype=object)
+        for c in bundle.feature_columns
+        if c not in feats and c in ATTRIBUTE_NUMERIC + ATTRIBUTE_CATEGORICAL
+    }
+    return Columns(feats, n).with_columns(unknown)
