@@ -966,6 +966,9 @@ def serve(
         "CLIENTELA_AUDIENCES": audiences,
         "CLIENTELA_REPORT": str(report_page.resolve()),
         "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"clientela": overrides}}),
+        # One OpenMP thread per worker (unless set): XGBoost set up each request's margins with
+        # a thread team, 10% of a busy worker's time, next to nothing with one thread.
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
     console.print(
         f"serving {served} on http://{host}:{port} with {workers} worker(s) "

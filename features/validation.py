@@ -7,6 +7,7 @@ column mapping or date format rather than dirty rows.
 
 from __future__ import annotations
 
+import functools
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -362,43 +363,54 @@ def _plain_id(value) -> str | None:
 def _utc_micros(value: datetime | date) -> int:
     """A datetime (naive = UTC) or a date as microseconds since the epoch, UTC."""
     if not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
+        return (value.toordinal() - _EPOCH_DAY) * _DAY_MICROS
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return (value - _EPOCH) // _MICROSECOND
 
 
 _EPOCH, _MICROSECOND = datetime(1970, 1, 1), timedelta(microseconds=1)
+_EPOCH_DAY, _DAY_MICROS = _EPOCH.toordinal(), 86_400_000_000
 
 
-def record_columns(rows: list[dict], as_of: pd.Timestamp) -> dict[str, list] | None:
-    """`validate_transactions` for a few typed records (the API's, already checked by their
-    schema: ids are text, timestamps dates or datetimes, amounts finite numbers), in plain
-    Python: 20 rows in well under a millisecond instead of 20. The table's columns as lists
-    (timestamps in microseconds), so that the rows of several requests can be joined first;
+@functools.lru_cache(maxsize=256)
+def _micros_limits(as_of: pd.Timestamp) -> tuple[int, int, int]:
+    """(earliest plausible, first implausible, first after as_of) in microseconds: what
+    `record_columns` checks, the same for every request about one day."""
+    end = as_of + DAY  # rows from here on are after as_of: dropped
+    return tuple(int(t.value // 1000) for t in (EARLIEST_PLAUSIBLE, plausible_until(as_of), end))
+
+
+_TEXT_OPTIONAL = [c for c in TRANSACTION_OPTIONAL if c != "quantity"]
+
+
+def record_columns(rows: list, as_of: pd.Timestamp) -> dict[str, list] | None:
+    """`validate_transactions` for a few typed records (the API's, with the attributes of
+    `TRANSACTION_REQUIRED` and `TRANSACTION_OPTIONAL`, already checked by their schema: ids
+    are text, timestamps dates or datetimes, amounts finite numbers), in plain Python: 20 rows
+    in well under a millisecond instead of 20. The table's columns as lists (timestamps in
+    microseconds), so that the rows of several requests can be joined first;
     `features.customer.transaction_features` computes their features. None when a row needs
     judgement (a blank id, an implausible date) or none is left: the caller then runs
     `validate_transactions`, which decides and explains. `as_of` is a UTC day (`to_day`)."""
-    earliest = int(EARLIEST_PLAUSIBLE.value // 1000)
-    until = int(plausible_until(as_of).value // 1000)
-    end = int((as_of + DAY).value // 1000)  # rows from here on are after as_of: dropped
+    earliest, until, end = _micros_limits(as_of)
     columns: dict[str, list] = {c: [] for c in TRANSACTION_REQUIRED + TRANSACTION_OPTIONAL}
+    plain: dict[str, str | None] = {}  # a request's rows are mostly about one customer
     for row in rows:
-        cid = _plain_id(row["customer_id"])
-        micros = _utc_micros(row["timestamp"])
+        raw = row.customer_id
+        cid = plain[raw] if raw in plain else plain.setdefault(raw, _plain_id(raw))
+        micros = _utc_micros(row.timestamp)
         if cid is None or not earliest <= micros < until:
             return None
         if micros >= end:
             continue
         columns["customer_id"].append(cid)
         columns["timestamp"].append(micros)
-        columns["amount"].append(float(row["amount"]))
-        for col in TRANSACTION_OPTIONAL:
-            value = row.get(col)
-            if col == "quantity":
-                columns[col].append(np.nan if value is None else float(value))
-            else:
-                columns[col].append(_plain_id(value))
+        columns["amount"].append(float(row.amount))
+        quantity = row.quantity
+        columns["quantity"].append(np.nan if quantity is None else float(quantity))
+        for col in _TEXT_OPTIONAL:
+            columns[col].append(_plain_id(getattr(row, col)))
     return columns if columns["customer_id"] else None
 
 

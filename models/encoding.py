@@ -65,11 +65,7 @@ class FeatureEncoder:
                     out[:, j] = columns.number(col)
         j = len(self.numeric_)
         for col, levels in self.categories_.items():
-            codes = np.full(len(columns), -1)
-            if col in columns:
-                values = pa.array(columns.text(col), type=pa.string())
-                codes = pc.index_in(values, value_set=pa.array(levels, pa.string()))
-                codes = codes.fill_null(-1).to_numpy()
+            codes = _positions(columns.text(col), levels) if col in columns else -1
             for k in range(len(levels)):
                 out[:, j + k] = codes == k
             j += len(levels)
@@ -87,3 +83,13 @@ class FeatureEncoder:
         enc.numeric_ = list(data["numeric"])
         enc.categories_ = {k: list(v) for k, v in data["categories"].items()}
         return enc
+
+
+def _positions(text: np.ndarray, levels: list[str]) -> np.ndarray:
+    """Each value's position in `levels` (-1: missing or not a level): by a dictionary for the
+    few rows of an API request, by Arrow for many."""
+    if len(text) <= 512:
+        position = {level: k for k, level in enumerate(levels)}
+        return np.array([position.get(v, -1) for v in text], dtype="int64")
+    codes = pc.index_in(pa.array(text, type=pa.string()), value_set=pa.array(levels, pa.string()))
+    return codes.fill_null(-1).to_numpy()

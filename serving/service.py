@@ -235,12 +235,12 @@ async def score_transactions(request: Request) -> Response:
     parsed = await _parse(request, ScoreTransactionsRequest)
     if isinstance(parsed, JSONResponse):
         return parsed
-    rows = [t.model_dump() for t in parsed.transactions]
-    if message := _over_limit(request, "transactions", len({r["customer_id"] for r in rows})):
+    rows = parsed.transactions
+    if message := _over_limit(request, "transactions", len({r.customer_id for r in rows})):
         return _error(400, message)
     service: Clientela = request.app.state.clientela
     try:
-        as_of = to_day(parsed.as_of or datetime.now(UTC).date())
+        as_of = _day(parsed.as_of or datetime.now(UTC).date())
         # Rows that need no judgement take the plain-Python path (the same table, proved in
         # tests/features/test_validation.py), their features computed together with those of
         # the requests that arrive meanwhile; anything else the full validation, alone.
@@ -248,18 +248,23 @@ async def score_transactions(request: Request) -> Response:
         if fast is not None:
             return await _respond(service, Rows(fast, as_of), "transactions")
         # Off the event loop, so that health checks keep answering.
-        scored = await run_in_threadpool(_transaction_answers, parsed, rows, as_of, service)
+        scored = await run_in_threadpool(_transaction_answers, parsed, as_of, service)
     except DataError as exc:
         return _error(400, str(exc))
     return _scored(scored)
 
 
+# Requests name a handful of days (mostly today): each parsed once.
+_day = functools.lru_cache(maxsize=256)(to_day)
+
+
 def _transaction_answers(
-    parsed: ScoreTransactionsRequest, rows: list[dict], as_of: pd.Timestamp, service: Clientela
+    parsed: ScoreTransactionsRequest, as_of: pd.Timestamp, service: Clientela
 ) -> list[dict]:
     """The answers to a /score/transactions request that needs the full validation or has
     customer attributes (DataError for bad content)."""
-    tx, day, _ = validate_transactions(pd.DataFrame(rows), as_of=as_of, source="transactions")
+    rows = pd.DataFrame([t.model_dump() for t in parsed.transactions])
+    tx, day, _ = validate_transactions(rows, as_of=as_of, source="transactions")
     attrs = None
     if parsed.customers:
         attrs, _ = validate_customers(

@@ -281,6 +281,7 @@ def test_transactions_of_requests_scored_together_answer_as_each_alone(served):
     request for another day gets its own run; the answers equal those of each request alone."""
     from features.customer import transaction_features
     from features.validation import record_columns, to_day
+    from serving.schemas import Transaction
     from serving.snapshot import records
     from serving.together import Rows, transactions_together, with_unknown_attributes
 
@@ -295,7 +296,7 @@ def test_transactions_of_requests_scored_together_answer_as_each_alone(served):
         chosen = tx[tx["customer_id"].isin(customers)]
         if before is not None:
             chosen = chosen[chosen["timestamp"] < pd.Timestamp(before, tz="UTC")]
-        return chosen.to_dict("records")
+        return [Transaction(**r) for r in chosen.to_dict("records")]
 
     requests = [
         Rows(record_columns(rows(ids[0]), day), day),

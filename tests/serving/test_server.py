@@ -84,7 +84,10 @@ def test_a_bento_is_built_for_one_model_version():
 
     text = (Path(__file__).parents[2] / "bentofile.yaml").read_text()
     spec = yaml.safe_load(pin_bentofile(text, "models:/clientela/7"))
-    assert spec["envs"] == [{"name": "CLIENTELA_MODEL", "value": "models:/clientela/7"}]
+    assert spec["envs"] == [
+        {"name": "OMP_NUM_THREADS", "value": "1"},  # kept: one OpenMP thread per worker
+        {"name": "CLIENTELA_MODEL", "value": "models:/clientela/7"},
+    ]
     assert spec["service"] == "serving.service:Clientela"  # the rest is left as it was
     assert spec["python"] == yaml.safe_load(text)["python"]
 
