@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.schema import ATTRIBUTE_CATEGORICAL, OPTIONAL_BREADTH, WINDOWS
 from features.validation import to_day
 
 DAY_US = 86_400_000_000
@@ -23,36 +24,6 @@ DAY_US = 86_400_000_000
 NEW_DAYS = 30  # first purchase within the last 30 days -> "new"
 LAPSED_DAYS = 180  # repeat buyer with no purchase for more than 180 days -> "lapsed"
 REGULAR_DAYS_365 = 6  # at least 6 purchase days in the last 365 -> "regular"
-LIFECYCLE_STAGES = ("walk-in", "new", "existing", "regular", "lapsed")
-
-WINDOWS = (30, 90, 365)
-
-NUMERIC_FEATURES = [
-    "recency_days",
-    "tenure_days",
-    "frequency",
-    "total_spend",
-    "n_transactions",
-    "gross_spend",
-    "refund_amount",
-    "refund_share",
-    "avg_purchase_value",
-    "first_purchase_value",
-    *[f"purchase_days_{w}d" for w in WINDOWS],
-    *[f"spend_{w}d" for w in WINDOWS],
-    "mean_interpurchase_days",
-    "std_interpurchase_days",
-    "lateness",
-    "trend_90d",
-    "holiday_share",
-    "days_since_activity",
-    "as_of_month",
-]
-OPTIONAL_BREADTH = {"category": "n_categories", "channel": "n_channels"}
-ATTRIBUTE_NUMERIC = ["age", "income", "signup_days"]
-# Every column of the feature table that holds a number (NaN where unknown).
-NUMBER_COLUMNS = frozenset([*NUMERIC_FEATURES, *OPTIONAL_BREADTH.values(), *ATTRIBUTE_NUMERIC])
-ATTRIBUTE_CATEGORICAL = ["gender", "region", "customer_type"]
 
 
 def customer_features(

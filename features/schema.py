@@ -16,6 +16,38 @@ CUSTOMER_TYPES = ("B2C", "B2B")
 # (others are a 400) alike.
 ATTRIBUTE_BOUNDS = {"age": (0.0, 120.0), "income": (0.0, float("inf"))}
 
+# The feature table's columns (computed in features.customer; the API's schemas read them
+# from here without loading pandas).
+LIFECYCLE_STAGES = ("walk-in", "new", "existing", "regular", "lapsed")
+WINDOWS = (30, 90, 365)
+
+NUMERIC_FEATURES = [
+    "recency_days",
+    "tenure_days",
+    "frequency",
+    "total_spend",
+    "n_transactions",
+    "gross_spend",
+    "refund_amount",
+    "refund_share",
+    "avg_purchase_value",
+    "first_purchase_value",
+    *[f"purchase_days_{w}d" for w in WINDOWS],
+    *[f"spend_{w}d" for w in WINDOWS],
+    "mean_interpurchase_days",
+    "std_interpurchase_days",
+    "lateness",
+    "trend_90d",
+    "holiday_share",
+    "days_since_activity",
+    "as_of_month",
+]
+OPTIONAL_BREADTH = {"category": "n_categories", "channel": "n_channels"}
+ATTRIBUTE_NUMERIC = ["age", "income", "signup_days"]
+# Every column of the feature table that holds a number (NaN where unknown).
+NUMBER_COLUMNS = frozenset([*NUMERIC_FEATURES, *OPTIONAL_BREADTH.values(), *ATTRIBUTE_NUMERIC])
+ATTRIBUTE_CATEGORICAL = ["gender", "region", "customer_type"]
+
 
 class DataError(ValueError):
     """Unusable input; the message names the column, the count and an example."""

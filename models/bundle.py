@@ -15,8 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.customer import NUMBER_COLUMNS
-from features.schema import DataError
+from features.schema import NUMBER_COLUMNS, DataError
 from features.table import Columns
 from models.boosted import ChurnModel, ValueModel, matrix
 from models.btyd import BTYDBaseline

@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.customer import (
+from features.schema import (
     ATTRIBUTE_CATEGORICAL,
     ATTRIBUTE_NUMERIC,
     NUMERIC_FEATURES,

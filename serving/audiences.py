@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.customer import LIFECYCLE_STAGES
-from features.schema import DataError
+from features.schema import LIFECYCLE_STAGES, DataError
 from features.sources import is_sql, split_table
+from serving.errors import AudiencesMissing
 
 RISK_BANDS = ("low", "medium", "high")  # models.bundle.RISK_BANDS, named without the models
 SCORES = {  # score -> the range it can take
@@ -289,10 +289,6 @@ def _records(frame: pd.DataFrame) -> list[dict]:
             frame[col] = pd.to_numeric(frame[col]).astype(NUMBERS.get(col, "float64"))
     frame = frame.astype(object).where(frame.notna(), None)
     return frame.to_dict("records")
-
-
-class AudiencesMissing(DataError):
-    """No audiences have been built where the API looks for them."""
 
 
 class AudienceStore:

@@ -9,8 +9,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from features.customer import LIFECYCLE_STAGES, NUMERIC_FEATURES, OPTIONAL_BREADTH, WINDOWS
-from features.schema import ATTRIBUTE_BOUNDS, CUSTOMER_TYPES
+from features.schema import (
+    ATTRIBUTE_BOUNDS,
+    CUSTOMER_TYPES,
+    LIFECYCLE_STAGES,
+    NUMERIC_FEATURES,
+    OPTIONAL_BREADTH,
+    WINDOWS,
+)
 
 
 @dataclass(frozen=True)

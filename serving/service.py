@@ -19,27 +19,18 @@ import os
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import bentoml
-import pandas as pd
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from features.customer import customer_features
 from features.schema import DataError
-from features.validation import (
-    record_columns,
-    to_day,
-    validate_customers,
-    validate_transactions,
-)
-from models.registry import DEFAULT_URI, load_bundle
-from serving.audiences import AudiencesMissing, AudienceStore
 from serving.batching import Batcher
+from serving.errors import AudiencesMissing, DatabaseUnavailable
 from serving.schemas import (
     AudiencePage,
     AudiencesResponse,
@@ -51,21 +42,15 @@ from serving.schemas import (
     ScoreTransactionsRequest,
     Settings,
 )
-from serving.snapshot import (
-    DEFAULT_SNAPSHOT,
-    DatabaseUnavailable,
-    Snapshot,
-    labels,
-    records,
-    to_json,
-)
-from serving.together import (
-    Rows,
-    features_together,
-    transactions_together,
-    with_unknown_attributes,
-)
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from serving.together import Rows
+
+# What scores (pandas, XGBoost, the models) is imported where it is used, so when a worker
+# starts: BentoML's supervisor process imports this module only to read the service's
+# settings, and held 175 MB of libraries it never ran.
 log = logging.getLogger("clientela.serving")
 PROTECTED = ("/score/", "/personas", "/model", "/audiences", "/report")
 
@@ -185,6 +170,8 @@ async def _respond(service: Clientela, request: list[dict] | Rows, route: str) -
 
 
 def _scored(scored: list[dict]) -> Response:
+    from serving.snapshot import labels, to_json
+
     count(labels(scored))
     return _predictions([to_json(r) for r in scored])
 
@@ -239,8 +226,11 @@ async def score_transactions(request: Request) -> Response:
     if message := _over_limit(request, "transactions", len({r.customer_id for r in rows})):
         return _error(400, message)
     service: Clientela = request.app.state.clientela
+    from features.validation import record_columns
+    from serving.together import Rows
+
     try:
-        as_of = _day(parsed.as_of or datetime.now(UTC).date())
+        as_of = service.day(parsed.as_of or datetime.now(UTC).date())
         # Rows that need no judgement take the plain-Python path (the same table, proved in
         # tests/features/test_validation.py), their features computed together with those of
         # the requests that arrive meanwhile; anything else the full validation, alone.
@@ -254,15 +244,18 @@ async def score_transactions(request: Request) -> Response:
     return _scored(scored)
 
 
-# Requests name a handful of days (mostly today): each parsed once.
-_day = functools.lru_cache(maxsize=256)(to_day)
-
-
 def _transaction_answers(
     parsed: ScoreTransactionsRequest, as_of: pd.Timestamp, service: Clientela
 ) -> list[dict]:
     """The answers to a /score/transactions request that needs the full validation or has
     customer attributes (DataError for bad content)."""
+    import pandas as pd
+
+    from features.customer import customer_features
+    from features.validation import validate_customers, validate_transactions
+    from serving.snapshot import records
+    from serving.together import with_unknown_attributes
+
     rows = pd.DataFrame([t.model_dump() for t in parsed.transactions])
     tx, day, _ = validate_transactions(rows, as_of=as_of, source="transactions")
     attrs = None
@@ -313,7 +306,7 @@ _AUDIENCE_ERRORS = {
 async def audiences(request: Request) -> Response:
     """Every audience with its rules, size, predicted value, value at risk, and the model
     version and `as_of` of the scores it was built from."""
-    store: AudienceStore = request.app.state.clientela.audiences
+    store = request.app.state.clientela.audiences
     try:
         found = await run_in_threadpool(store.definitions)
     except AudiencesMissing as exc:
@@ -340,7 +333,7 @@ async def audience(
     `offset` and `limit` (at most CLIENTELA_MAX_CUSTOMERS)."""
     if message := _over_limit(request, "limit", limit):
         return _error(400, message)
-    store: AudienceStore = request.app.state.clientela.audiences
+    store = request.app.state.clientela.audiences
     try:
         found = await run_in_threadpool(store.definitions)
         summary = next((a for a in found if a["audience"] == name), None)
@@ -405,7 +398,15 @@ class Clientela:
     """Personas, churn risk and customer value for marketing systems."""
 
     def __init__(self) -> None:
+        from features.validation import to_day
+        from models.registry import DEFAULT_URI, load_bundle
+        from serving.audiences import AudienceStore
+        from serving.snapshot import DEFAULT_SNAPSHOT, Snapshot
+        from serving.together import features_together, transactions_together
+
         self.settings = Settings.from_env()
+        # Requests name a handful of days (mostly today): each parsed once.
+        self.day = functools.lru_cache(maxsize=256)(to_day)
         uri = os.environ.get("CLIENTELA_MODEL", DEFAULT_URI)
         try:
             self.bundle = load_bundle(uri)

@@ -21,15 +21,12 @@ from features.schema import DataError
 from features.sources import engine_for, is_sql, read_table, redact, split_table, write_table
 from models.bundle import OUTPUT_COLUMNS, Bundle, joined_reasons
 from serving.batching import Batcher
+from serving.errors import DatabaseUnavailable
 
 DEFAULT_SNAPSHOT = "clientela_snapshot.parquet"
 FINGERPRINT = "model_fingerprint"  # of the bundle that made the predictions in the snapshot
 NUMBERS = ["persona_id", "churn_probability", "expected_purchases", "predicted_value"]
 log = logging.getLogger("clientela.serving")
-
-
-class DatabaseUnavailable(RuntimeError):
-    """A database behind the API cannot be reached now (the API answers 503 and retries)."""
 
 
 def query(engine, sql: str, what: str, **params) -> pd.DataFrame:

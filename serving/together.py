@@ -9,13 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.customer import (
-    ATTRIBUTE_CATEGORICAL,
-    ATTRIBUTE_NUMERIC,
-    NUMBER_COLUMNS,
-    transaction_features,
-)
-from features.schema import DataError
+from features.customer import transaction_features
+from features.schema import ATTRIBUTE_CATEGORICAL, ATTRIBUTE_NUMERIC, NUMBER_COLUMNS, DataError
 from features.table import Columns
 from models.bundle import Bundle
 from serving.snapshot import records

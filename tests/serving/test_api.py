@@ -135,7 +135,7 @@ def test_feature_records_need_every_behaviour_field_and_nothing_unknown(client, 
 def test_a_feature_record_of_nulls_is_scored_not_a_500(client):
     """Found by schemathesis: a one-row request with null amounts reached the baseline as
     Python objects (a ZeroDivisionError, 500)."""
-    from features.customer import NUMERIC_FEATURES
+    from features.schema import NUMERIC_FEATURES
 
     record = {"customer_id": "n", "lifecycle_stage": "new", "has_purchase": True}
     record |= dict.fromkeys(NUMERIC_FEATURES) | {"gross_spend": 10.0, "frequency": 0.0}

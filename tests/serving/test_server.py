@@ -104,3 +104,18 @@ def test_a_bad_setting_is_one_clear_line_and_exit_2(served, serve_process):
     assert done.returncode == 2
     assert "CLIENTELA_MAX_CUSTOMERS must be a positive integer" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_importing_the_service_loads_no_model_library():
+    """BentoML's supervisor imports the service module only for its settings: the scoring
+    libraries load in the workers, not in the supervisor too (175 MB)."""
+    import sys
+
+    code = (
+        "import sys, serving.service; "
+        "print(sorted({'pandas', 'numpy', 'xgboost', 'sklearn', 'mlflow'} & set(sys.modules)))"
+    )
+    root = Path(__file__).parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
