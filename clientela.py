@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+
+# Arrow allocates every column read. Its default pool in the Linux wheels (mimalloc) gave
+# memory that numpy then read 13x slower (10M amounts doubled in 0.24 s instead of 0.018 s);
+# with jemalloc `clientela features` on 10M rows took 6.5 s instead of 7.8, peak 1.3 GB
+# instead of 1.7. Arrow reads this when it loads, so before anything imports it; a pool the
+# user chose stays.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 import time
 from pathlib import Path
 from typing import Annotated
@@ -933,7 +941,6 @@ def serve(
 ) -> None:
     """Start the prediction API (BentoML)."""
     import json
-    import os
 
     from models.registry import load_bundle
 

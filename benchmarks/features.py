@@ -23,16 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 # This file is named like the `features` package; keep its folder off the import path.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 
 def make_data(path: Path, n_tx: int, n_customers: int, seed: int = 0) -> None:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     rng = np.random.default_rng(seed)
     # Skewed activity: a few customers buy a lot, most a little.
     weights = rng.pareto(1.5, n_customers) + 0.1
@@ -53,6 +53,8 @@ def make_data(path: Path, n_tx: int, n_customers: int, seed: int = 0) -> None:
 
 
 def run_clientela(path: str) -> dict:
+    import pandas as pd
+
     from features.customer import customer_features
 
     t0 = time.perf_counter()
@@ -64,7 +66,8 @@ def run_clientela(path: str) -> dict:
 
 
 def run_cli(path: str) -> dict:
-    """`clientela features` as typed at the shell, in this process."""
+    """`clientela features` as typed at the shell, in this process (which has loaded no
+    pandas or Arrow before it, as at the shell: the CLI chooses Arrow's memory pool)."""
     from clientela import app
 
     out = str(Path(path).with_name("features.parquet"))
@@ -73,6 +76,8 @@ def run_cli(path: str) -> dict:
         app(["features", "-t", path, "--out", out], standalone_mode=False)
     finally:
         t1 = time.perf_counter()
+    import pyarrow.parquet as pq
+
     return {"total_s": t1 - t0, "rows": pq.read_metadata(out).num_rows}
 
 

@@ -87,19 +87,23 @@ def behaviour(
     out["gross_spend"] = total(amount, buy)
     out["refund_amount"] = 0.0 - total(amount, amount < 0)
     # One sort of (customer, days ago, not-a-purchase) gives both the last activity of any kind
-    # and the distinct purchase days, sorted by customer then most recent first.
+    # and the distinct purchase days, sorted by customer then most recent first. Bit fields,
+    # so that taking a key apart is a shift, not a division.
     span = int(days_ago.max()) + 1 if len(days_ago) else 1
-    keys = np.sort((codes.astype(np.int64) * span + days_ago) * 2 + ~buy)
-    # Keys are >= 0, so -1 marks "before the first row" (and keeps empty input empty).
-    first_row = np.diff(keys // (2 * span), prepend=-1) != 0
-    out["days_since_activity"] = (keys[first_row] // 2) % span
-    buy_keys = keys[keys % 2 == 0] // 2
-    keys = buy_keys[np.diff(buy_keys, prepend=-1) != 0]
-    day_code, day_ago = keys // span, keys % span
+    bits = span.bit_length()
+    keys = codes.astype(np.int64) << (bits + 1)
+    keys |= days_ago << 1
+    keys |= ~buy
+    keys.sort()
+    last = keys[_changes(keys >> (bits + 1))]  # each customer's latest row
+    out["days_since_activity"] = (last >> 1) & ((1 << bits) - 1)
+    buy_keys = keys[(keys & 1) == 0] >> 1
+    keys = buy_keys[_changes(buy_keys)]
+    day_code, day_ago = keys >> bits, keys & ((1 << bits) - 1)
     n_days = count(idx=day_code)
     has = n_days > 0
-    starts = np.flatnonzero(np.diff(day_code, prepend=-1) != 0)  # each customer's latest day
-    ends = np.flatnonzero(np.diff(day_code, append=-1) != 0)  # and first day
+    starts = np.flatnonzero(_changes(day_code))  # each customer's latest purchase day
+    ends = np.append(starts[1:], len(day_code))[: len(starts)] - 1  # and first
     recency = np.full(n, np.nan)
     tenure = np.full(n, np.nan)
     recency[day_code[starts]] = day_ago[starts]
@@ -124,9 +128,10 @@ def behaviour(
     prev_90 = count((day_ago >= 90) & (day_ago < 180), day_code)
     out["trend_90d"] = out["purchase_days_90d"] - prev_90
     # Share of purchase days in November and December: gift buyers buy then and little else.
-    month = (asof_day - day_ago).astype("datetime64[D]").astype("datetime64[M]").astype("int64")
+    month = (asof_day - np.arange(span)).astype("datetime64[D]").astype("datetime64[M]")
+    holiday = month.astype("int64") % 12 >= 10  # by days ago: a lookup, not 10M dates
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["holiday_share"] = np.where(has, count(month % 12 >= 10, day_code) / n_days, np.nan)
+        out["holiday_share"] = np.where(has, count(holiday[day_ago], day_code) / n_days, np.nan)
 
     # Inter-purchase intervals between consecutive purchase days of the same customer.
     same = day_code[1:] == day_code[:-1]
@@ -168,6 +173,14 @@ def transaction_features(columns: dict[str, list], as_of: pd.Timestamp) -> dict[
         as_of,
         {c: np.array(columns[c], dtype=object) for c in OPTIONAL_BREADTH if c in columns},
     )
+
+
+def _changes(sorted_values: np.ndarray) -> np.ndarray:
+    """Where a sorted array starts a new value (its first element included)."""
+    out = np.empty(len(sorted_values), dtype=bool)
+    out[:1] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=out[1:])
+    return out
 
 
 def lifecycle_stage(frame: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
