@@ -46,6 +46,7 @@ from serving.schemas import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from serving.audiences import AudienceStore
     from serving.together import Rows
 
 # What scores (pandas, XGBoost, the models) is imported where it is used, so when a worker
@@ -219,6 +220,9 @@ async def score_transactions(request: Request) -> Response:
     training. `as_of` (the day the answer is for) defaults to today in UTC, so a customer
     whose last purchase was months ago is scored as lapsed; transactions after `as_of` are
     ignored. Without `customers`, attributes are unknown."""
+    from features.validation import record_columns
+    from serving.together import Rows
+
     parsed = await _parse(request, ScoreTransactionsRequest)
     if isinstance(parsed, JSONResponse):
         return parsed
@@ -226,9 +230,6 @@ async def score_transactions(request: Request) -> Response:
     if message := _over_limit(request, "transactions", len({r.customer_id for r in rows})):
         return _error(400, message)
     service: Clientela = request.app.state.clientela
-    from features.validation import record_columns
-    from serving.together import Rows
-
     try:
         as_of = service.day(parsed.as_of or datetime.now(UTC).date())
         # Rows that need no judgement take the plain-Python path (the same table, proved in
@@ -306,7 +307,7 @@ _AUDIENCE_ERRORS = {
 async def audiences(request: Request) -> Response:
     """Every audience with its rules, size, predicted value, value at risk, and the model
     version and `as_of` of the scores it was built from."""
-    store = request.app.state.clientela.audiences
+    store: AudienceStore = request.app.state.clientela.audiences
     try:
         found = await run_in_threadpool(store.definitions)
     except AudiencesMissing as exc:
@@ -333,7 +334,7 @@ async def audience(
     `offset` and `limit` (at most CLIENTELA_MAX_CUSTOMERS)."""
     if message := _over_limit(request, "limit", limit):
         return _error(400, message)
-    store = request.app.state.clientela.audiences
+    store: AudienceStore = request.app.state.clientela.audiences
     try:
         found = await run_in_threadpool(store.definitions)
         summary = next((a for a in found if a["audience"] == name), None)
