@@ -156,7 +156,8 @@ class ChurnModel:
         their margin. `data` is X as an XGBoost matrix; its base margin is set to the baseline
         offset here. Reasons come as an Arrow list array, so millions of rows never become
         Python lists. The offset counts as the contribution of the BTYD feature it came from,
-        measured against its training mean."""
+        measured against its training mean. Features the customer has no value for are never
+        reasons."""
         X = np.asarray(X, dtype="float32")
         offset = self._offset(X)
         if offset is not None:
@@ -168,6 +169,9 @@ class ChurnModel:
         contrib = contrib[:, :-1]
         if offset is not None:
             contrib[:, self.feature_names_.index(self.offset_feature)] += offset - self.mean_offset_
+        # A reason names something known about the customer: an unknown age may raise the
+        # risk in the trees, but "age" would tell a marketer nothing (and mislead).
+        contrib[np.isnan(X)] = -np.inf
         return proba, top_features(contrib, self.feature_names_, top)
 
     def importance(self) -> dict[str, float]:

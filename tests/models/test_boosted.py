@@ -56,6 +56,28 @@ def test_top_features_keeps_positive_contributions_largest_first():
     assert reasons.to_pylist() == [["c", "a", "d"], [], ["b", "d"]]
 
 
+def test_churn_reasons_never_name_a_feature_the_customer_has_no_value_for():
+    """Unknown ages churn more here, so the trees send them up: the risk shows it, the reasons
+    do not cite "age" for a customer whose age is unknown (and still do for known old ones)."""
+    from models.boosted import ChurnModel, matrix
+
+    rng = np.random.default_rng(1)
+    n = 4000
+    age = np.where(rng.random(n) < 0.3, np.nan, rng.uniform(20, 80, n))
+    recency = rng.uniform(0, 300, n)
+    risk = np.where(np.isnan(age), 0.8, np.where(age > 60, 0.7, 0.2)) * (recency / 300 + 0.5)
+    y = (rng.random(n) < np.clip(risk, 0, 1)).astype(int)
+    X = np.column_stack([age, recency]).astype("float32")
+    model = ChurnModel(n_estimators=50, offset_feature=None, n_jobs=1)
+    model.fit(X[:3000], y[:3000], X[3000:], y[3000:], ["age", "recency_days"])
+    proba, reasons = model.predict_with_reasons(X, matrix(X))
+    reasons = reasons.to_pylist()
+    unknown = np.isnan(age)
+    assert proba[unknown].mean() > proba[~unknown & (age < 60)].mean() + 0.1
+    assert not any("age" in reasons[i] for i in np.flatnonzero(unknown))
+    assert any("age" in reasons[i] for i in np.flatnonzero(age > 60))
+
+
 def test_value_model_starts_from_the_baseline_and_calibrates_the_held_out_total(tmp_path):
     rng = np.random.default_rng(0)
     n = 4000
