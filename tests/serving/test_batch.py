@@ -245,6 +245,38 @@ def test_requests_that_arrive_during_a_run_go_together_in_the_next():
     assert isinstance(ef, DatabaseUnavailable) and isinstance(down, DatabaseUnavailable)
 
 
+def test_requests_still_being_read_join_the_run_that_is_about_to_start():
+    """Requests a few event-loop turns behind the first (as a server reads, routes and parses
+    them) share its run when the batcher waits that many turns, and not when it does not."""
+    import asyncio
+
+    from serving.batching import Batcher
+
+    def runs_for(turns: int) -> list[list[str]]:
+        calls = []
+
+        def run(requests):
+            calls.append([r[0] for r in requests])
+            return requests
+
+        async def arriving(batcher, name, behind):
+            for _ in range(behind):  # the turns its server spends before `submit`
+                await asyncio.sleep(0)
+            return await batcher.submit([name])
+
+        async def go():
+            batcher = Batcher(run, limit=100, turns=turns)
+            names = "abcdef"
+            answers = await asyncio.gather(*(arriving(batcher, n, k) for k, n in enumerate(names)))
+            assert answers == [[n] for n in names]  # each its own answer either way
+
+        asyncio.run(go())
+        return calls
+
+    assert runs_for(turns=6) == [list("abcdef")]
+    assert runs_for(turns=0)[0] == ["a"]
+
+
 def test_feature_records_scored_together_answer_as_each_alone(served):
     import json
 
