@@ -83,3 +83,13 @@ def _as_text(values) -> np.ndarray:
         return values  # built by clientela: str or None
     series = values if isinstance(values, pd.Series) else pd.Series(values)
     return series.astype("str").to_numpy(object, na_value=None)
+
+
+def positions(text: np.ndarray, levels: list[str], unseen: int = -1) -> np.ndarray:
+    """Each value's position in `levels`, `unseen` where it is none of them (missing values
+    included): by a dictionary for the few rows of an API request, by an index for many."""
+    if len(text) <= 512:
+        position = {level: k for k, level in enumerate(levels)}
+        return np.array([position.get(v, unseen) for v in text], dtype="int64")
+    codes = pd.Index(levels).get_indexer(text)
+    return np.where(codes >= 0, codes, unseen)

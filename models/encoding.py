@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from features.schema import (
     ATTRIBUTE_CATEGORICAL,
@@ -14,7 +12,7 @@ from features.schema import (
     NUMERIC_FEATURES,
     OPTIONAL_BREADTH,
 )
-from features.table import Columns
+from features.table import Columns, positions
 
 BTYD_FEATURES = ["btyd_p_alive", "btyd_p_churn", "btyd_expected_purchases", "btyd_expected_value"]
 CANDIDATE_NUMERIC = (
@@ -65,7 +63,7 @@ class FeatureEncoder:
                     out[:, j] = columns.number(col)
         j = len(self.numeric_)
         for col, levels in self.categories_.items():
-            codes = _positions(columns.text(col), levels) if col in columns else -1
+            codes = positions(columns.text(col), levels) if col in columns else -1
             for k in range(len(levels)):
                 out[:, j + k] = codes == k
             j += len(levels)
@@ -83,13 +81,3 @@ class FeatureEncoder:
         enc.numeric_ = list(data["numeric"])
         enc.categories_ = {k: list(v) for k, v in data["categories"].items()}
         return enc
-
-
-def _positions(text: np.ndarray, levels: list[str]) -> np.ndarray:
-    """Each value's position in `levels` (-1: missing or not a level): by a dictionary for the
-    few rows of an API request, by Arrow for many."""
-    if len(text) <= 512:
-        position = {level: k for k, level in enumerate(levels)}
-        return np.array([position.get(v, -1) for v in text], dtype="int64")
-    codes = pc.index_in(pa.array(text, type=pa.string()), value_set=pa.array(levels, pa.string()))
-    return codes.fill_null(-1).to_numpy()

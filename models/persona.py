@@ -44,7 +44,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.special import polygamma
 
-from features.table import Columns
+from features.table import Columns, positions
 
 BASKET_NOISE = 0.25  # variance of the log amount of one purchase day (a basket CV of ~0.5)
 MIN_LEVEL_SHARE, MAX_LEVELS = 0.02, 10  # categorical levels kept; the rest pooled as "other"
@@ -159,19 +159,10 @@ def persona_data(features: pd.DataFrame | Columns, levels: dict[str, list[str]])
 
 
 def _level_codes(text: np.ndarray, known: list[str]) -> np.ndarray:
-    """Each value's position in `known` ("other" for unseen levels, -1 for missing): by a
-    dictionary for a few rows (an API request), vectorised for many."""
+    """Each value's position in `known` ("other" for unseen levels, -1 for missing)."""
     other = known.index("other") if "other" in known else -1
-    blank = {"": -1, "None": -1, "nan": -1}
-    if len(text) <= 512:
-        position = {level: i for i, level in enumerate(known)}
-        return np.array(
-            [-1 if v is None else blank.get(v, position.get(v, other)) for v in text],
-            dtype="int64",
-        )
-    codes = pd.Index(known).get_indexer(text)
-    missing = pd.isna(text) | np.isin(text, list(blank))
-    return np.where(missing, -1, np.where(codes >= 0, codes, other))
+    missing = pd.isna(text) | np.isin(text, ["", "None", "nan"])
+    return np.where(missing, -1, positions(text, known, unseen=other))
 
 
 def category_levels(features: pd.DataFrame) -> dict[str, list[str]]:
