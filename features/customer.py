@@ -158,8 +158,14 @@ def behaviour(
     # cutoffs fall in different months.
     out["as_of_month"] = np.full(n, as_of.month, dtype="int64")
     out["lifecycle_stage"] = lifecycle_stage(out)
-    first = ["customer_id", "lifecycle_stage", "recency_days", "tenure_days", "frequency"]
-    first.append("total_spend")
+    first = [
+        "customer_id",
+        "lifecycle_stage",
+        "recency_days",
+        "tenure_days",
+        "frequency",
+        "total_spend",
+    ]
     return {name: out[name] for name in first + [c for c in out if c not in first]}
 
 

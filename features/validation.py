@@ -115,9 +115,8 @@ def _iso_in_arrow(text: pa.ChunkedArray) -> tuple[pd.Series, int] | None:
     for aware in (aware_first, not aware_first):
         try:
             if aware:  # Arrow reads these only when every value has an offset
-                return _utc(pc.cast(text, pa.timestamp("us", tz="UTC"))), len(
-                    text
-                ) - text.null_count
+                parsed = pc.cast(text, pa.timestamp("us", tz="UTC"))
+                return _utc(parsed), len(text) - text.null_count
             return _utc(pc.assume_timezone(pc.cast(text, pa.timestamp("us")), "UTC")), 0
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
@@ -382,7 +381,7 @@ def _utc_micros(value: datetime | date) -> int:
 
 
 _EPOCH, _MICROSECOND = datetime(1970, 1, 1), timedelta(microseconds=1)
-_EPOCH_DAY, _DAY_MICROS = _EPOCH.toordinal(), 86_400_000_000
+_EPOCH_DAY, _DAY_MICROS = _EPOCH.toordinal(), DAY.value // 1000
 
 
 @functools.lru_cache(maxsize=256)
