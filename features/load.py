@@ -31,7 +31,8 @@ def load_inputs(
 ) -> Inputs:
     mapping = mapping or ColumnMapping()
     tx, as_of, tx_report = validate_transactions(
-        read_table(transactions, encoding=mapping.encoding),  # held by no one else: freed early
+        # held by no one else: freed early
+        read_table(transactions, mapping.encoding, interned=mapping.source_name("customer_id")),
         mapping,
         as_of,
         source=redact(transactions),

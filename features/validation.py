@@ -96,6 +96,22 @@ def normalize_ids(values: pd.Series) -> pd.Series:
     return out.where(out.notna() & (out != ""), None)
 
 
+def interned_ids(values: pd.Series) -> pd.Series:
+    """`normalize_ids` as a categorical whose levels are the cleaned ids, sorted. Each distinct
+    raw id is cleaned once, and the codes are what duplicates, refunds and features group by:
+    the ids are hashed once (10M ids: 1.4 s a pass), or never when the reader has already
+    dictionary-encoded them (see `features.sources.read_table`)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        raw_codes, raw_levels = values.cat.codes.to_numpy(), values.cat.categories
+    else:
+        raw_codes, raw_levels = pd.factorize(values)  # -1 where missing
+    # Raw ids that clean to the same id (`17850.0` and `17850`) meet here; blank ones -> -1.
+    codes, levels = pd.factorize(normalize_ids(pd.Series(raw_levels)), sort=True)
+    codes = np.append(codes, -1).astype(np.int32)[raw_codes]  # a raw -1 takes the last: -1
+    ids = pd.Categorical.from_codes(codes, categories=pd.Index(levels, dtype="str"))
+    return pd.Series(ids, index=values.index)
+
+
 def _arrow_text(values: pd.Series) -> pa.ChunkedArray | None:
     """The Arrow strings behind a text column (as CSV sources are read), else None."""
     if isinstance(values.array, pd.arrays.ArrowStringArray):
@@ -240,7 +256,7 @@ def validate_transactions(
 
     raw_amount = frame["amount"]
     conversions = (
-        (normalize_ids, frame["customer_id"]),
+        (interned_ids, frame["customer_id"]),
         (parse_timestamps, frame["timestamp"], mapping.time_format),
         (_amounts, raw_amount),
     )
@@ -299,7 +315,7 @@ def validate_transactions(
     if clean.empty and not part:
         raise DataError(f"{source}: no rows at or before as_of {as_of.date()}")
 
-    codes = pd.factorize(clean["customer_id"])[0]  # the ids hashed once, for both checks below
+    codes = clean["customer_id"].cat.codes.to_numpy()
     dup = _duplicated(clean, codes)
     example = _row_example(clean[dup]) if dup.any() else None
     if drop_duplicates:

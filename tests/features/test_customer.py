@@ -138,3 +138,36 @@ def test_no_rows_by_as_of_gives_an_empty_table_not_an_error():
     f = customer_features(HAND, "2022-01-01")
     assert f.empty
     assert list(f.columns) == list(customer_features(HAND, AS_OF).columns)
+
+
+@pytest.mark.parametrize("parts", [2, 3, 7])
+def test_customer_ranges_computed_apart_equal_the_whole_table(monkeypatch, parts):
+    """Big tables are cut into customer ranges computed in threads; stacked, they must be the
+    very table one pass gives, with the optional breadth columns and rows after as_of."""
+    import features.customer as fc
+
+    cust, tx, _ = generate(1500, seed=5)
+    rng = np.random.default_rng(5)
+    tx = tx.assign(category=rng.choice(["a", "b", None], len(tx)), channel="web")
+    clean, as_of, _ = validate_transactions(tx, as_of="2025-06-30")
+    whole = customer_features(clean, as_of, cust)
+    monkeypatch.setattr(fc, "PARALLEL_ROWS", 0)
+    monkeypatch.setattr(fc, "_cores", lambda: parts)
+    split = customer_features(clean, as_of, cust)
+    pd.testing.assert_frame_equal(whole, split)
+    assert len(fc._customer_ranges(clean["customer_id"].cat.codes.to_numpy(), 1500, parts)) > 1
+
+
+def test_validated_ids_are_categories_read_as_plain_ids():
+    """Validation hands the ids over as a categorical (hashed once); the features of the same
+    rows with the ids as plain text, or with unused levels left by a filter, are the same."""
+    plain = HAND.assign(customer_id=HAND["customer_id"].astype("str"))
+    assert isinstance(HAND["customer_id"].dtype, pd.CategoricalDtype)
+    pd.testing.assert_frame_equal(customer_features(HAND, AS_OF), customer_features(plain, AS_OF))
+    without_b = HAND[HAND["customer_id"] != "B"]
+    assert "B" in without_b["customer_id"].cat.categories
+    f = customer_features(without_b, AS_OF)
+    assert f["customer_id"].tolist() == ["A", "C", "D"]
+    pd.testing.assert_frame_equal(
+        f, customer_features(plain[plain["customer_id"] != "B"], AS_OF).reset_index(drop=True)
+    )

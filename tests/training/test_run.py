@@ -106,7 +106,9 @@ def test_nothing_after_as_of_is_ever_read(trained):
     future = tx.sample(3000, random_state=1).assign(
         timestamp=inputs.as_of + pd.to_timedelta(days, unit="D"), amount=9999.0
     )
-    strangers = future.head(500).assign(customer_id=lambda f: "new" + f["customer_id"])
+    strangers = future.head(500).assign(
+        customer_id=lambda f: "new" + f["customer_id"].astype("str")
+    )
     leaky = Inputs(pd.concat([tx, future, strangers]), inputs.as_of, inputs.customers)
     again = train(leaky, TrainConfig())
     assert again.metrics == result.metrics
