@@ -12,14 +12,13 @@ lifecycle stage is `existing`, or `lapsed` once their last activity is older tha
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 
 from features.schema import ATTRIBUTE_CATEGORICAL, OPTIONAL_BREADTH, WINDOWS
-from features.validation import to_day
+from features.validation import PARALLEL_ROWS, cores, to_day
 
 DAY_US = 86_400_000_000
 
@@ -73,7 +72,7 @@ def behaviour(
         customer_id, days_ago, amount = customer_id[seen], days_ago[seen], amount[seen]
         breadth = {column: values[seen] for column, values in breadth.items()}
     codes, ids = _codes(customer_id)
-    parts = _customer_ranges(codes, len(ids), _cores() if len(codes) >= PARALLEL_ROWS else 1)
+    parts = _customer_ranges(codes, len(ids), cores() if len(codes) >= PARALLEL_ROWS else 1)
     if len(parts) == 1:
         return _by_customer(codes, ids, days_ago, amount, breadth, as_of)
 
@@ -93,13 +92,6 @@ def behaviour(
     with ThreadPoolExecutor(len(parts)) as pool:
         done = list(pool.map(part, parts))
     return {name: np.concatenate([d[name] for d in done]) for name in done[0]}
-
-
-PARALLEL_ROWS = 1_000_000  # below this, starting threads costs more than they save
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _customer_ranges(codes: np.ndarray, n: int, parts: int) -> list[tuple[int, int]]:

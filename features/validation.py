@@ -8,6 +8,7 @@ column mapping or date format rather than dirty rows.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,14 @@ DAY = pd.Timedelta(days=1)
 _ID_FLOAT = re.compile(r"^(\d+)\.0+$")  # an id exported as a float: 17850.0 -> 17850
 _TZ_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2})$"
 EARLIEST_PLAUSIBLE = pd.Timestamp("1900-01-01", tz="UTC")
+
+
+PARALLEL_ROWS = 1_000_000  # below this, starting threads costs more than they save
+
+
+def cores() -> int:
+    """The cores this process may run on: how many threads the work on big tables is cut for."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def plausible_until(as_of: pd.Timestamp | None, today: pd.Timestamp | None = None) -> pd.Timestamp:
@@ -293,7 +302,8 @@ def validate_transactions(
                 clean[col] = pd.to_numeric(frame[col], errors="coerce")
             else:
                 clean[col] = normalize_ids(frame[col])
-    clean = clean[~bad_any.to_numpy()]
+    if bad_any.any():  # a copy of every row: only when some row goes
+        clean = clean[~bad_any.to_numpy()]
     del raw, frame, raw_amount  # the text, often the largest thing held: free it when it can go
     if n_aware and n_aware < report.rows_read:
         report.note("tz-aware timestamps converted to UTC (others read as UTC)", n_aware)
@@ -311,7 +321,8 @@ def validate_transactions(
         int(late.sum()),
         str(clean.loc[late, "timestamp"].iloc[0]) if late.any() else None,
     )
-    clean = clean[~late]
+    if late.any():
+        clean = clean[~late]
     if clean.empty and not part:
         raise DataError(f"{source}: no rows at or before as_of {as_of.date()}")
 
@@ -359,9 +370,18 @@ def _duplicated(clean: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
             mixed ^= bits
             mixed *= np.uint64(0x9E3779B97F4A7C15)
             mixed += np.uint64(0xBF58476D1CE4E5B9)
-    # Hashes that repeat, from one sort: three times faster than a hash table of every row.
-    ordered = np.sort(mixed)
-    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    # Hashes that repeat, from sorts: three times faster than a hash table of every row. Equal
+    # rows have equal hashes, so the hashes are cut by their top bits into one range per core,
+    # each sorted on its own (numpy's sort lets go of the GIL).
+    ranges = cores() if len(mixed) >= PARALLEL_ROWS else 1
+    top = mixed >> np.uint64(61)  # 8 slices of the hash range, dealt out to the cores
+
+    def repeats(part: int) -> np.ndarray:
+        ordered = np.sort(mixed if ranges == 1 else mixed[top % np.uint64(ranges) == part])
+        return ordered[1:][ordered[1:] == ordered[:-1]]
+
+    with ThreadPoolExecutor(ranges) as pool:
+        repeated = np.concatenate(list(pool.map(repeats, range(ranges))))
     out = np.zeros(len(clean), dtype=bool)
     if len(repeated):
         maybe = pd.Series(mixed).isin(repeated).to_numpy()

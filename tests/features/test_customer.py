@@ -152,7 +152,7 @@ def test_customer_ranges_computed_apart_equal_the_whole_table(monkeypatch, parts
     clean, as_of, _ = validate_transactions(tx, as_of="2025-06-30")
     whole = customer_features(clean, as_of, cust)
     monkeypatch.setattr(fc, "PARALLEL_ROWS", 0)
-    monkeypatch.setattr(fc, "_cores", lambda: parts)
+    monkeypatch.setattr(fc, "cores", lambda: parts)
     split = customer_features(clean, as_of, cust)
     pd.testing.assert_frame_equal(whole, split)
     assert len(fc._customer_ranges(clean["customer_id"].cat.codes.to_numpy(), 1500, parts)) > 1

@@ -322,3 +322,20 @@ def test_the_arrow_fast_path_equals_the_row_by_row_path(dirty, aware, drop):
     assert fast_day == slow_day
     assert fast_report.to_dict() == slow_report.to_dict()
     assert slow_report.noted  # duplicates and orphan refunds were planted
+
+
+@pytest.mark.parametrize("ranges", [1, 2, 3, 9])
+def test_duplicates_found_in_hash_ranges_are_pandas_own(monkeypatch, ranges):
+    """Big tables look for repeated row hashes in one range of hashes per core; the rows
+    marked must be exactly `DataFrame.duplicated()`'s, whatever the number of ranges."""
+    import features.validation as fv
+
+    export = _export(6000, seed=7, dirty=False, aware=False)
+    export["category"] = np.random.default_rng(7).choice(["a", "b", None], len(export))
+    clean, _, _ = validate_transactions(export, max_bad_fraction=1.0)
+    monkeypatch.setattr(fv, "PARALLEL_ROWS", 0)
+    monkeypatch.setattr(fv, "cores", lambda: ranges)
+    found = fv._duplicated(clean, clean["customer_id"].cat.codes.to_numpy())
+    expected = clean.duplicated(keep="first").to_numpy()
+    assert expected.sum() > 100
+    np.testing.assert_array_equal(found, expected)
