@@ -66,15 +66,14 @@ def behaviour(
     `features.table`). `stamps` are UTC microseconds, `as_of` a day (`to_day`), `breadth` the
     optional columns of `OPTIONAL_BREADTH` that the transactions have."""
     asof_day = as_of.value // 1000 // DAY_US
-    days_ago = asof_day - np.floor_divide(stamps, DAY_US)
-    seen = days_ago >= 0
+    seen = stamps < (asof_day + 1) * DAY_US
     if not seen.all():
-        customer_id, days_ago, amount = customer_id[seen], days_ago[seen], amount[seen]
+        customer_id, stamps, amount = customer_id[seen], stamps[seen], amount[seen]
         breadth = {column: values[seen] for column, values in breadth.items()}
     codes, ids = _codes(customer_id)
     parts = _customer_ranges(codes, len(ids), cores() if len(codes) >= PARALLEL_ROWS else 1)
     if len(parts) == 1:
-        return _by_customer(codes, ids, days_ago, amount, breadth, as_of)
+        return _by_customer(codes, ids, stamps, amount, breadth, as_of)
 
     def part(bounds: tuple[int, int]) -> dict[str, np.ndarray]:
         low, high = bounds
@@ -82,7 +81,7 @@ def behaviour(
         return _by_customer(
             codes[rows] - low,
             ids[low:high],
-            days_ago[rows],
+            stamps[rows],
             amount[rows],
             {column: values[rows] for column, values in breadth.items()},
             as_of,
@@ -109,14 +108,15 @@ def _customer_ranges(codes: np.ndarray, n: int, parts: int) -> list[tuple[int, i
 def _by_customer(
     codes: np.ndarray,
     ids: np.ndarray,
-    days_ago: np.ndarray,
+    stamps: np.ndarray,
     amount: np.ndarray,
     breadth: dict[str, pd.Series | np.ndarray],
     as_of: pd.Timestamp,
 ) -> dict[str, np.ndarray]:
-    """`behaviour` of rows already numbered by customer (`codes` index `ids`) and dated in days
-    before `as_of` (none after it)."""
+    """`behaviour` of rows already numbered by customer (`codes` index `ids`), none after
+    `as_of`."""
     asof_day = as_of.value // 1000 // DAY_US
+    days_ago = asof_day - np.floor_divide(stamps, DAY_US)
     n = len(ids)
 
     def count(mask=None, idx=codes):
