@@ -108,8 +108,8 @@ def normalize_ids(values: pd.Series) -> pd.Series:
 def interned_ids(values: pd.Series) -> pd.Series:
     """`normalize_ids` as a categorical whose levels are the cleaned ids, sorted. Each distinct
     raw id is cleaned once, and the codes are what duplicates, refunds and features group by:
-    the ids are hashed once (10M ids: 1.4 s a pass), or never when the reader has already
-    dictionary-encoded them (see `features.sources.read_table`)."""
+    the ids are hashed once (10M ids: 1.4 s a pass), or only the reader's per-block
+    dictionaries when it has dictionary-encoded them (see `features.sources.read_table`)."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         raw_codes, raw_levels = values.cat.codes.to_numpy(), values.cat.categories
     else:
@@ -251,7 +251,8 @@ def validate_transactions(
     `as_of` is a UTC day; rows later than that day are dropped and counted. It defaults to the
     day of the latest transaction. Exact duplicate rows are kept and counted (in real exports
     they are usually the same item bought twice) unless `drop_duplicates`, for sources known to
-    export rows twice. `today` only matters without `as_of` (see `plausible_until`).
+    export rows twice. `today` only matters without `as_of` (see `plausible_until`). The
+    table's `customer_id` is a categorical with sorted levels (`interned_ids`).
     """
     mapping = mapping or ColumnMapping()
     as_of = None if as_of is None else to_day(as_of)
