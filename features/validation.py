@@ -374,15 +374,21 @@ def _duplicated(clean: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
     # Hashes that repeat, from sorts: three times faster than a hash table of every row. Equal
     # rows have equal hashes, so the hashes are cut by their top bits into one range per core,
     # each sorted on its own (numpy's sort lets go of the GIL).
-    ranges = cores() if len(mixed) >= PARALLEL_ROWS else 1
-    top = mixed >> np.uint64(61)  # 8 slices of the hash range, dealt out to the cores
-
-    def repeats(part: int) -> np.ndarray:
-        ordered = np.sort(mixed if ranges == 1 else mixed[top % np.uint64(ranges) == part])
+    def repeats(hashes: np.ndarray) -> np.ndarray:
+        ordered = np.sort(hashes)
         return ordered[1:][ordered[1:] == ordered[:-1]]
 
-    with ThreadPoolExecutor(ranges) as pool:
-        repeated = np.concatenate(list(pool.map(repeats, range(ranges))))
+    ranges = cores() if len(mixed) >= PARALLEL_ROWS else 1
+    if ranges == 1:
+        repeated = repeats(mixed)
+    else:
+        top = mixed >> np.uint64(61)  # 8 slices of the hash range, dealt out to the cores
+
+        def repeats_in(part: int) -> np.ndarray:  # the slice taken in the thread, too
+            return repeats(mixed[top % np.uint64(ranges) == part])
+
+        with ThreadPoolExecutor(ranges) as pool:
+            repeated = np.concatenate(list(pool.map(repeats_in, range(ranges))))
     out = np.zeros(len(clean), dtype=bool)
     if len(repeated):
         maybe = pd.Series(mixed).isin(repeated).to_numpy()
