@@ -371,6 +371,7 @@ def _duplicated(clean: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
             mixed ^= bits
             mixed *= np.uint64(0x9E3779B97F4A7C15)
             mixed += np.uint64(0xBF58476D1CE4E5B9)
+
     # Hashes that repeat, from sorts: three times faster than a hash table of every row. Equal
     # rows have equal hashes, so the hashes are cut by their top bits into one range per core,
     # each sorted on its own (numpy's sort lets go of the GIL).
