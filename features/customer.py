@@ -71,26 +71,45 @@ def behaviour(
         customer_id, stamps, amount = customer_id[seen], stamps[seen], amount[seen]
         breadth = {column: values[seen] for column, values in breadth.items()}
     codes, ids = _codes(customer_id)
-    parts = _customer_ranges(codes, len(ids), cores() if len(codes) >= PARALLEL_ROWS else 1)
-    if len(parts) == 1:
-        return _by_customer(codes, ids, stamps, amount, breadth, as_of)
+    # Each value of a breadth column numbered once (-1 where missing), here rather than per range.
+    kinds = {column: pd.factorize(values)[0] for column, values in breadth.items()}
+    if len(codes) < PARALLEL_ROWS:
+        return _by_customer(codes, ids, stamps, amount, kinds, as_of)
+    parts = _customer_ranges(codes, len(ids), len(codes) // RANGE_ROWS)
+    # The rows grouped by range (a stable sort of small numbers), so that each range is a slice.
+    edges = np.array([low for low, _ in parts] + [len(ids)])
+    range_of = np.repeat(np.arange(len(parts), dtype=np.uint16), np.diff(edges))[codes]
+    order = np.argsort(range_of, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(range_of, minlength=len(parts)))])
+    del range_of
+    with ThreadPoolExecutor(cores()) as pool:  # numpy's take lets go of the GIL
+        codes, stamps, amount, *grouped = pool.map(
+            np.take, [codes, stamps, amount, *kinds.values()], [order] * (3 + len(kinds))
+        )
+    kinds = dict(zip(kinds, grouped, strict=True))
+    del order
 
-    def part(bounds: tuple[int, int]) -> dict[str, np.ndarray]:
-        low, high = bounds
-        rows = (codes >= low) & (codes < high)
+    def part(k: int) -> dict[str, np.ndarray]:
+        (low, high), rows = parts[k], slice(starts[k], starts[k + 1])
         return _by_customer(
             codes[rows] - low,
             ids[low:high],
             stamps[rows],
             amount[rows],
-            {column: values[rows] for column, values in breadth.items()},
+            {column: values[rows] for column, values in kinds.items()},
             as_of,
         )
 
     # numpy lets go of the GIL in its sorts and array loops: one thread per core.
-    with ThreadPoolExecutor(len(parts)) as pool:
-        done = list(pool.map(part, parts))
+    with ThreadPoolExecutor(cores()) as pool:
+        done = list(pool.map(part, range(len(parts))))
     return {name: np.concatenate([d[name] for d in done]) for name in done[0]}
+
+
+# Rows per customer range on a big table: a range's arrays fit in a core's cache, and numpy's
+# allocator reuses their memory instead of asking the system for new pages each time (features
+# of 10M rows: 1.6 -> 1.2 s; the system time of new pages 0.95 -> 0.2 s).
+RANGE_ROWS = 250_000
 
 
 def _customer_ranges(codes: np.ndarray, n: int, parts: int) -> list[tuple[int, int]]:
@@ -110,11 +129,11 @@ def _by_customer(
     ids: np.ndarray,
     stamps: np.ndarray,
     amount: np.ndarray,
-    breadth: dict[str, pd.Series | np.ndarray],
+    kinds: dict[str, np.ndarray],
     as_of: pd.Timestamp,
 ) -> dict[str, np.ndarray]:
-    """`behaviour` of rows already numbered by customer (`codes` index `ids`), none after
-    `as_of`."""
+    """`behaviour` of rows already numbered by customer (`codes` index `ids`) and by value of
+    each breadth column (`kinds`, -1 where missing), none after `as_of`."""
     asof_day = as_of.value // 1000 // DAY_US
     days_ago = asof_day - np.floor_divide(stamps, DAY_US)
     n = len(ids)
@@ -194,8 +213,8 @@ def _by_customer(
         out["lateness"] = np.where(n_gaps > 0, recency / mean_gap, np.nan)
 
     for column, name in OPTIONAL_BREADTH.items():
-        if column in breadth:
-            vals, _ = pd.factorize(breadth[column])
+        if column in kinds:
+            vals = kinds[column]
             ok = vals >= 0
             width = int(vals.max(initial=0)) + 1
             pairs = pd.unique(codes[ok].astype(np.int64) * width + vals[ok])

@@ -31,8 +31,7 @@ def load_inputs(
 ) -> Inputs:
     mapping = mapping or ColumnMapping()
     tx, as_of, tx_report = validate_transactions(
-        # held by no one else: freed early
-        read_table(transactions, mapping.encoding, interned=mapping.source_name("customer_id")),
+        read_table(transactions, mapping.encoding),  # held by no one else: freed early
         mapping,
         as_of,
         source=redact(transactions),

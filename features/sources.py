@@ -66,12 +66,9 @@ def engine_for(url: str, pre_ping: bool = True, **pool):
         raise DataError(f"cannot use database URL {redact(url)}: {exc}") from None
 
 
-def read_table(
-    spec: str | Path, encoding: str = "utf-8", interned: str | None = None
-) -> pd.DataFrame:
-    """Read a source as it is. CSV columns come back as strings so that ids keep leading zeros;
-    the CSV column `interned` (the customer ids) as a categorical: the reader builds each
-    block's dictionary as it parses, on every core, so validation need not hash the ids."""
+def read_table(spec: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a source as it is. CSV columns come back as strings so that ids keep leading
+    zeros."""
     spec = str(spec)
     if is_sql(spec):
         return _read_sql(spec)
@@ -86,20 +83,17 @@ def read_table(
             return pq.read_table(path).to_pandas()
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
-    return _read_csv(path, encoding, interned)
+    return _read_csv(path, encoding)
 
 
-def _read_csv(path: Path, encoding: str, interned: str | None) -> pd.DataFrame:
+def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
     with open(path, newline="", encoding=encoding, errors="replace") as fh:
         header = next(csv.reader(fh), None)
     if not header:
         raise DataError(f"{path} has no header row")
     read_opts = pacsv.ReadOptions(encoding=encoding, block_size=1 << 24)
     convert = pacsv.ConvertOptions(
-        column_types={
-            name: pa.dictionary(pa.int32(), pa.string()) if name == interned else pa.string()
-            for name in header
-        },
+        column_types=dict.fromkeys(header, pa.string()),
         strings_can_be_null=True,
         null_values=[""],
     )
@@ -183,8 +177,11 @@ def _write_file(frame: pd.DataFrame, path: Path) -> tuple[Path, Path]:
             pacsv.write_csv(table, temporary)
         else:
             # Without pandas' own metadata: it names Arrow-backed dtypes (the list of reasons)
-            # in a form pandas cannot read back.
-            pq.write_table(table.replace_schema_metadata(None), temporary)
+            # in a form pandas cannot read back. Dictionaries only for text: on the numbers of
+            # a feature table they cost twice the writing time for a file 20% smaller.
+            text = [f.name for f in table.schema if pa.types.is_string(f.type)]
+            text += [f.name for f in table.schema if pa.types.is_large_string(f.type)]
+            pq.write_table(table.replace_schema_metadata(None), temporary, use_dictionary=text)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

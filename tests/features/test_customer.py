@@ -142,8 +142,9 @@ def test_no_rows_by_as_of_gives_an_empty_table_not_an_error():
 
 @pytest.mark.parametrize("parts", [2, 3, 7])
 def test_customer_ranges_computed_apart_equal_the_whole_table(monkeypatch, parts):
-    """Big tables are cut into customer ranges computed in threads; stacked, they must be the
-    very table one pass gives, with the optional breadth columns and rows after as_of."""
+    """Big tables are cut into customer ranges, their rows grouped by range and computed in
+    threads; stacked, they must be the very table one pass gives, with the optional breadth
+    columns and rows after as_of."""
     import features.customer as fc
 
     cust, tx, _ = generate(1500, seed=5)
@@ -152,7 +153,8 @@ def test_customer_ranges_computed_apart_equal_the_whole_table(monkeypatch, parts
     clean, as_of, _ = validate_transactions(tx, as_of="2025-06-30")
     whole = customer_features(clean, as_of, cust)
     monkeypatch.setattr(fc, "PARALLEL_ROWS", 0)
-    monkeypatch.setattr(fc, "cores", lambda: parts)
+    monkeypatch.setattr(fc, "RANGE_ROWS", len(clean) // parts)
+    monkeypatch.setattr(fc, "cores", lambda: 2)
     split = customer_features(clean, as_of, cust)
     pd.testing.assert_frame_equal(whole, split)
     assert len(fc._customer_ranges(clean["customer_id"].cat.codes.to_numpy(), 1500, parts)) > 1

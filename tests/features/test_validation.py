@@ -339,3 +339,21 @@ def test_duplicates_found_in_hash_ranges_are_pandas_own(monkeypatch, ranges):
     expected = clean.duplicated(keep="first").to_numpy()
     assert expected.sum() > 100
     np.testing.assert_array_equal(found, expected)
+
+
+@pytest.mark.parametrize("slices", [1, 2, 3, 9])
+def test_ids_hashed_in_slices_are_the_same_categorical(monkeypatch, slices):
+    """Big text columns are hashed one slice of rows per core; an id in several slices, or in
+    two spellings (`17850.0`, `17850`), is still one level, and blank or null ids are -1."""
+    import features.validation as fv
+
+    export = _export(6000, seed=3, dirty=True, aware=False)
+    text = export["customer_id"].astype("str").where(export["customer_id"].notna(), None)
+    text = text.astype("str")
+    expected = fv.interned_ids(export["customer_id"].astype(object))
+    monkeypatch.setattr(fv, "PARALLEL_ROWS", 0)
+    monkeypatch.setattr(fv, "cores", lambda: slices)
+    found = fv.interned_ids(text)
+    pd.testing.assert_series_equal(found, expected)
+    assert found.isna().sum() >= 1 and "17850" in found.cat.categories
+    assert (found == "17850").sum() == (normalize_ids(export["customer_id"]) == "17850").sum()
