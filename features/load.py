@@ -7,8 +7,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from features.schema import ColumnMapping
-from features.sources import read_table, redact
-from features.validation import QualityReport, validate_customers, validate_transactions
+from features.sources import read_csv_typed, read_table, redact
+from features.validation import (
+    QualityReport,
+    shown_as_written,
+    validate_customers,
+    validate_transactions,
+)
 
 
 @dataclass
@@ -31,7 +36,7 @@ def load_inputs(
 ) -> Inputs:
     mapping = mapping or ColumnMapping()
     tx, as_of, tx_report = validate_transactions(
-        read_table(transactions, mapping.encoding),  # held by no one else: freed early
+        _read_transactions(transactions, mapping, as_of),  # held by no one else: freed early
         mapping,
         as_of,
         source=redact(transactions),
@@ -46,3 +51,16 @@ def load_inputs(
         )
         inputs.reports.append(c_report)
     return inputs
+
+
+def _read_transactions(spec: str, mapping: ColumnMapping, as_of) -> pd.DataFrame:
+    """The transactions, a CSV's timestamps and amounts parsed as it is read (twice as fast)
+    unless a value does not parse or is one the quality report shows as written: then as
+    text, as `validate_transactions` reads anything."""
+    typed = {mapping.source_name("amount"): "number"}
+    if not mapping.time_format:  # a given format is pandas' to read
+        typed[mapping.source_name("timestamp")] = "timestamp"
+    raw = read_csv_typed(spec, mapping.encoding, typed)
+    if raw is None or shown_as_written(raw, mapping, as_of):
+        return read_table(spec, mapping.encoding)
+    return raw

@@ -49,6 +49,10 @@ NUMBER_COLUMNS = frozenset([*NUMERIC_FEATURES, *OPTIONAL_BREADTH.values(), *ATTR
 ATTRIBUTE_CATEGORICAL = ["gender", "region", "customer_type"]
 
 
+# A UTC offset after a time of day: Z, +01, +0100 or +01:00 (ISO 8601; `-01` alone ends a date).
+TZ_SUFFIX = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+
+
 class DataError(ValueError):
     """Unusable input; the message names the column, the count and an example."""
 

@@ -1,9 +1,12 @@
+import gzip
+
 import pandas as pd
 import pytest
 
 from features.load import load_inputs
 from features.schema import ColumnMapping, DataError
-from features.sources import read_table, redact, write_table
+from features.sources import read_csv_typed, read_table, redact, write_table
+from features.validation import validate_transactions
 
 
 def test_csv_keeps_leading_zeros(tmp_path):
@@ -11,6 +14,66 @@ def test_csv_keeps_leading_zeros(tmp_path):
     path.write_text("customer_id,timestamp,amount\n00042,2024-01-01,5\n17850.0,2024-01-02,3\n")
     inputs = load_inputs(str(path))
     assert inputs.transactions["customer_id"].tolist() == ["00042", "17850"]
+
+
+def test_a_compressed_csv_is_read_as_text_too(tmp_path):
+    """A `.csv.gz` export: its header read through the decompression, so that its columns come
+    back as text (Arrow would guess `00042` to be the number 42)."""
+    path = tmp_path / "t.csv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("customer_id,timestamp,amount\n00042,2024-01-01,5\n00042,2024-01-03,x\n")
+    assert read_table(path)["customer_id"].tolist() == ["00042", "00042"]
+    inputs = load_inputs(str(path), max_bad_fraction=1.0)
+    assert inputs.transactions["customer_id"].tolist() == ["00042"]
+    assert list(inputs.reports[0].dropped) == ["a non-numeric value in 'amount'"]
+    with pytest.raises(DataError, match="byte 0xe9 on line 3"):
+        bad = tmp_path / "latin.csv.gz"
+        with gzip.open(bad, "wb") as fh:
+            fh.write(b"customer_id,timestamp,amount\n1,2024-01-01,5\n2,2024-01-02,caf\xe9\n")
+        read_table(bad)
+
+
+def _shop_csv(path, stamps, amounts, ids=None):
+    ids = ids or [f"{i % 7:03d}" for i in range(len(stamps))]
+    rows = [f"{c},{t},{a}" for c, t, a in zip(ids, stamps, amounts, strict=True)]
+    path.write_text("cust,ts,value\n" + "\n".join(rows) + "\n")
+    return path
+
+
+GOOD = [f"2024-0{1 + i % 9}-1{i % 10} 10:0{i % 10}:00" for i in range(60)]
+AMOUNTS = [f"{(i % 13 - 2) * 1.25}" for i in range(60)]
+
+
+@pytest.mark.parametrize(
+    ("stamps", "amounts", "typed"),
+    [
+        (GOOD, AMOUNTS, True),  # naive times
+        ([t + "+02:00" for t in GOOD], AMOUNTS, True),  # with offsets
+        ([t[:10] for t in GOOD[:30]] + [t + "Z" for t in GOOD[30:]], AMOUNTS, False),  # mixed
+        (GOOD[:-1] + ["31/12/2024"], AMOUNTS, False),  # unparseable
+        (GOOD[:-1] + ["9999-12-31"], AMOUNTS, True),  # parses, but shown as written
+        (GOOD, AMOUNTS[:-2] + ["nan", ""], True),  # parses, but shown as written
+        (GOOD, AMOUNTS[:-1] + ['"1,5"'], False),
+        (GOOD[:-1] + [""], [" " + a for a in AMOUNTS], True),
+    ],
+)
+def test_a_csv_read_with_typed_columns_validates_as_its_text_does(tmp_path, stamps, amounts, typed):
+    """A CSV's timestamps and amounts are parsed as it is read when they all parse; any value
+    that does not, or that the report shows as written, sends it back to the text path. The
+    table, as_of and report are the ones the text gives, either way."""
+    path = _shop_csv(tmp_path / "shop.csv", stamps, amounts)
+    mapping = ColumnMapping.from_options(customer_id="cust", timestamp="ts", amount="value")
+    got = load_inputs(str(path), mapping=mapping, max_bad_fraction=1.0)
+    clean, as_of, report = validate_transactions(
+        read_table(path), mapping, max_bad_fraction=1.0, source=str(path)
+    )
+    pd.testing.assert_frame_equal(got.transactions, clean)
+    assert got.as_of == as_of and got.reports[0].to_dict() == report.to_dict()
+    raw = read_csv_typed(path, "utf-8", {"ts": "timestamp", "value": "number"})
+    assert (raw is not None) == typed
+    if raw is not None:
+        assert pd.api.types.is_datetime64_any_dtype(raw["ts"]) and raw["value"].dtype == "float64"
+        assert raw["cust"].tolist()[:2] == ["000", "001"]
 
 
 def test_empty_and_header_only_files_are_refused(tmp_path):

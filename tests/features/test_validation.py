@@ -357,3 +357,30 @@ def test_ids_hashed_in_slices_are_the_same_categorical(monkeypatch, slices):
     pd.testing.assert_series_equal(found, expected)
     assert found.isna().sum() >= 1 and "17850" in found.cat.categories
     assert (found == "17850").sum() == (normalize_ids(export["customer_id"]) == "17850").sum()
+
+
+@pytest.mark.parametrize(
+    ("spellings", "numbered"),
+    [
+        ([f"{i:06d}" for i in range(0, 3000, 3)], True),  # zero-padded: one spelling each
+        ([str(i) for i in range(1, 900)] + ["0"], True),  # no leading zeros
+        ([str(i) for i in range(5, 700)] + [None], True),  # missing ids stay missing
+        (["042", "42", "7", "1000"], False),  # 042 and 42 would be one number
+        (["-3", "4", "5"], False),
+        (["3", str(2**40)], False),  # too sparse for a table of every value
+        (["17850.0", "17850", "9"], False),
+        ([" 5", "6"], False),
+    ],
+)
+def test_ids_numbered_by_value_are_the_same_categorical(monkeypatch, spellings, numbered):
+    """Plain-number ids of a big table are numbered through their value, not their text; the
+    categorical (levels, codes, missing ids) must be the one hashing the text gives, and ids
+    that are not plain numbers in a dense range must be left to the hashing."""
+    import features.validation as fv
+
+    rng = np.random.default_rng(len(spellings))
+    ids = pd.Series(rng.choice(np.array(spellings, dtype=object), 5000), dtype="str")
+    expected = fv.interned_ids(ids.astype(object))
+    assert (fv._numbered(fv._arrow_text(ids)) is not None) == numbered
+    monkeypatch.setattr(fv, "PARALLEL_ROWS", 0)
+    pd.testing.assert_series_equal(fv.interned_ids(ids), expected)
