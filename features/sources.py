@@ -158,7 +158,7 @@ def _read_csv(path: Path, encoding: str, types: dict | None = None) -> pd.DataFr
                 f"{path} is not valid UTF-8: byte 0x{byte:02x} on line {line}. "
                 "Re-export as UTF-8 or pass --encoding (e.g. --encoding latin-1)."
             ) from None
-        if types and "conversion error" in str(exc).lower():
+        if types:  # a value that does not parse, or a file the text read will explain
             raise _Unparsed(str(exc)) from None
         raise DataError(f"{path} is not a readable CSV file: {exc}") from None
     if table.num_rows == 0:
