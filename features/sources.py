@@ -134,9 +134,12 @@ def _is_parquet(path: Path) -> bool:
 def _csv_head(path: Path, encoding: str, rows: int = 100) -> list[list[str]]:
     """The header and first rows, decompressed as Arrow's reader does it (by the suffix:
     `.csv.gz`, `.csv.bz2`, ...)."""
-    with pa.input_stream(str(path), compression="detect") as raw:
-        text = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
-        return list(itertools.islice(csv.reader(text), rows + 1))
+    try:
+        with pa.input_stream(str(path), compression="detect") as raw:
+            text = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
+            return list(itertools.islice(csv.reader(text), rows + 1))
+    except OSError as exc:  # a corrupt or truncated compressed file
+        raise DataError(f"{path} is not a readable CSV file: {exc}") from None
 
 
 def _read_csv(path: Path, encoding: str, types: dict | None = None) -> pd.DataFrame:
@@ -160,6 +163,8 @@ def _read_csv(path: Path, encoding: str, types: dict | None = None) -> pd.DataFr
             ) from None
         if types:  # a value that does not parse, or a file the text read will explain
             raise _Unparsed(str(exc)) from None
+        raise DataError(f"{path} is not a readable CSV file: {exc}") from None
+    except OSError as exc:  # a compressed file cut short
         raise DataError(f"{path} is not a readable CSV file: {exc}") from None
     if table.num_rows == 0:
         raise DataError(f"{path} has a header but no data rows")

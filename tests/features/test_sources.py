@@ -31,6 +31,17 @@ def test_a_compressed_csv_is_read_as_text_too(tmp_path):
         with gzip.open(bad, "wb") as fh:
             fh.write(b"customer_id,timestamp,amount\n1,2024-01-01,5\n2,2024-01-02,caf\xe9\n")
         read_table(bad)
+    rows = "customer_id,timestamp,amount\n" + "".join(f"{i},2024-01-01,5\n" for i in range(9**5))
+    packed = gzip.compress(rows.encode())
+    broken = {
+        "plain.csv.gz": rows[:200].encode(),  # not gzip at all
+        "header_cut.csv.gz": packed[:20],
+        "rows_cut.csv.gz": packed[: len(packed) // 2],  # the header reads, the rows do not
+    }
+    for name, data in broken.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=rf"{name} is not a readable CSV file"):
+            load_inputs(str(tmp_path / name))
 
 
 def _shop_csv(path, stamps, amounts, ids=None):
