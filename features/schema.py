@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -51,6 +52,12 @@ ATTRIBUTE_CATEGORICAL = ["gender", "region", "customer_type"]
 
 # A UTC offset after a time of day: Z, +01, +0100 or +01:00 (ISO 8601; `-01` alone ends a date).
 TZ_SUFFIX = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def has_utc_offset(stamp: str) -> bool:
+    """Whether one timestamp's text ends in a UTC offset: how Arrow is told to read a column by
+    its first value (Arrow reads tz-aware text only when every value has an offset)."""
+    return re.search(TZ_SUFFIX, stamp.strip()) is not None
 
 
 class DataError(ValueError):

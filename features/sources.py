@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from features.schema import TZ_SUFFIX, DataError
+from features.schema import DataError, has_utc_offset
 
 _SQL_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -102,9 +102,8 @@ def read_csv_typed(spec: str | Path, encoding: str, typed: dict[str, str]) -> pd
             types[name] = pa.float64()
         else:
             at = header.index(name)
-            first = next((r[at].strip() for r in head[1:] if len(r) > at and r[at].strip()), "")
-            aware = re.search(TZ_SUFFIX, first) is not None
-            types[name] = pa.timestamp("us", tz="UTC" if aware else None)
+            first = next((r[at] for r in head[1:] if len(r) > at and r[at].strip()), "")
+            types[name] = pa.timestamp("us", tz="UTC" if has_utc_offset(first) else None)
     if not types:
         return None
     try:
@@ -239,8 +238,11 @@ def _write_file(frame: pd.DataFrame, path: Path) -> tuple[Path, Path]:
             # Without pandas' own metadata: it names Arrow-backed dtypes (the list of reasons)
             # in a form pandas cannot read back. Dictionaries only for text: on the numbers of
             # a feature table they cost twice the writing time for a file 20% smaller.
-            text = [f.name for f in table.schema if pa.types.is_string(f.type)]
-            text += [f.name for f in table.schema if pa.types.is_large_string(f.type)]
+            text = [
+                f.name
+                for f in table.schema
+                if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+            ]
             pq.write_table(table.replace_schema_metadata(None), temporary, use_dictionary=text)
     except BaseException:
         temporary.unlink(missing_ok=True)

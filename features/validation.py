@@ -29,6 +29,7 @@ from features.schema import (
     TZ_SUFFIX,
     ColumnMapping,
     DataError,
+    has_utc_offset,
 )
 
 DAY = pd.Timedelta(days=1)
@@ -108,7 +109,8 @@ def normalize_ids(values: pd.Series) -> pd.Series:
 def interned_ids(values: pd.Series) -> pd.Series:
     """`normalize_ids` as a categorical whose levels are the cleaned ids, sorted. Each distinct
     raw id is cleaned once, and the codes are what duplicates, refunds and features group by:
-    the ids are hashed once, on every core for a big table (`_encoded`)."""
+    on a big table, ids that are plain numbers are numbered by value (`_numbered`), others
+    hashed once, on every core (`_encoded`)."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         raw_codes, raw_levels = values.cat.codes.to_numpy(), values.cat.categories
     elif (text := _arrow_text(values)) is not None and len(text) >= PARALLEL_ROWS:
@@ -139,9 +141,10 @@ def _numbered(text: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series] | None:
     padded = width["min"] == width["max"]  # 00042, 00043, ...: each number has one spelling
     if not padded and pc.any(pc.and_(pc.starts_with(text, "0"), pc.greater(lengths, 1))).as_py():
         return None
-    number = values.to_numpy(zero_copy_only=False) if values.null_count == 0 else None
-    if number is None:  # missing ids: -1, as in pd.factorize
-        number = pc.fill_null(values, high.as_py() + 1).to_numpy()
+    # A missing id takes the slot past the largest, whose rank is -1 (as in pd.factorize).
+    if values.null_count:
+        values = pc.fill_null(values, high.as_py() + 1)
+    number = values.to_numpy(zero_copy_only=False)
     seen = np.zeros(high.as_py() + 2, dtype=bool)
     seen[number] = True
     seen[-1] = False
@@ -190,7 +193,7 @@ def _iso_in_arrow(text: pa.ChunkedArray) -> tuple[pd.Series, int] | None:
     does not read): the pandas path then parses and reports row by row."""
     given = pc.drop_null(text.slice(0, 1000))
     # Tried in the order the first value suggests: a failed cast of 10M values costs 0.5 s.
-    aware_first = len(given) > 0 and re.search(TZ_SUFFIX, given[0].as_py().strip()) is not None
+    aware_first = len(given) > 0 and has_utc_offset(given[0].as_py())
     for aware in (aware_first, not aware_first):
         try:
             if aware:  # Arrow reads these only when every value has an offset
