@@ -326,8 +326,9 @@ def test_the_arrow_fast_path_equals_the_row_by_row_path(dirty, aware, drop):
 
 @pytest.mark.parametrize("ranges", [1, 2, 3, 9])
 def test_duplicates_found_in_hash_ranges_are_pandas_own(monkeypatch, ranges):
-    """Big tables look for repeated row hashes in one range of hashes per core; the rows
-    marked must be exactly `DataFrame.duplicated()`'s, whatever the number of ranges."""
+    """Big tables hash their rows a slice at a time and look for repeated hashes in one range
+    of hashes per core; the rows marked must be exactly `DataFrame.duplicated()`'s, whatever
+    the number of slices and ranges."""
     import features.validation as fv
 
     export = _export(6000, seed=7, dirty=False, aware=False)
@@ -335,6 +336,7 @@ def test_duplicates_found_in_hash_ranges_are_pandas_own(monkeypatch, ranges):
     clean, _, _ = validate_transactions(export, max_bad_fraction=1.0)
     monkeypatch.setattr(fv, "PARALLEL_ROWS", 0)
     monkeypatch.setattr(fv, "cores", lambda: ranges)
+    monkeypatch.setattr(fv, "_HASH_ROWS", 1000)
     found = fv._duplicated(clean, clean["customer_id"].cat.codes.to_numpy())
     expected = clean.duplicated(keep="first").to_numpy()
     assert expected.sum() > 100
@@ -367,6 +369,8 @@ def test_ids_hashed_in_slices_are_the_same_categorical(monkeypatch, slices):
         ([str(i) for i in range(5, 700)] + [None], True),  # missing ids stay missing
         (["042", "42", "7", "1000"], False),  # 042 and 42 would be one number
         (["-3", "4", "5"], False),
+        (["0x10", "0x11", "1234"], False),  # hex to Arrow's cast; text to us
+        (["-0", "1", "2"], False),
         (["3", str(2**40)], False),  # too sparse for a table of every value
         (["17850.0", "17850", "9"], False),
         ([" 5", "6"], False),
