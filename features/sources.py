@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 from features.schema import DataError, has_utc_offset
 
 # Bytes of CSV per block of Arrow's reader (a block is one task for a core). 4 MB read the
-# 10M-row benchmark CSV (426 MB) in 0.55-0.7 s, 16 MB in 0.7-0.9 s: more, smaller tasks keep
-# both cores busy to the end of the file.
+# 10M-row benchmark CSV (426 MB) in 0.55-0.7 s, 16 MB in 0.7-0.9 s (smaller tasks are
+# probably shared out more evenly over the cores).
 BLOCK_BYTES = 1 << 22
 _SQL_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
