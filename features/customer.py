@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import ATTRIBUTE_CATEGORICAL, OPTIONAL_BREADTH, WINDOWS
-from features.validation import PARALLEL_ROWS, cores, to_day
+from features.validation import PARALLEL_ROWS, cores, sorted_codes, to_day
 
 DAY_US = 86_400_000_000
 
@@ -250,12 +250,13 @@ def transaction_features(columns: dict[str, list], as_of: pd.Timestamp) -> dict[
 def _codes(customer_id: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(each row's customer number, the customers' ids): numbered in id order, from 0. The
     codes of a validated table's categorical ids are used as they are (only the levels that
-    have rows are kept): hashing 10M ids again would cost more than all the features."""
-    if not isinstance(customer_id, pd.Series) or not isinstance(
-        customer_id.dtype, pd.CategoricalDtype
-    ):
+    have rows are kept): hashing 10M ids again would cost more than all the features. Big
+    text ids are numbered on every core (`sorted_codes`)."""
+    if not isinstance(customer_id, pd.Series):
         return pd.factorize(customer_id, sort=True)
-    codes = customer_id.cat.codes.to_numpy()
+    if not isinstance(customer_id.dtype, pd.CategoricalDtype):
+        return sorted_codes(customer_id) or pd.factorize(customer_id, sort=True)
+    codes = customer_id.array.codes  # not `.cat.codes`, a copy of every row
     levels = customer_id.cat.categories
     if (codes < 0).any() or not levels.is_monotonic_increasing:
         return pd.factorize(customer_id.astype("str"), sort=True)

@@ -126,6 +126,21 @@ def interned_ids(values: pd.Series) -> pd.Series:
     return _categorical(codes, levels, values.index)
 
 
+def sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """`pd.factorize(values, sort=True)` of a big column of Arrow text, exactly (no cleaning:
+    for tables that are validated already), the way `interned_ids` does it: 10M ids several
+    times as fast. None for any other column."""
+    text = _arrow_text(values)
+    if text is None or len(text) < PARALLEL_ROWS:
+        return None
+    if (numbered := _numbered(text)) is not None:
+        codes, levels = numbered
+        return codes, levels.to_numpy()
+    raw_codes, raw_levels = _encoded(text)
+    codes, levels = pd.factorize(raw_levels, sort=True)  # an id seen in two slices -> one
+    return np.append(codes, -1).astype(np.int32)[raw_codes], np.asarray(levels)
+
+
 def _categorical(codes: np.ndarray, levels, index: pd.Index) -> pd.Series:
     """Ids as a categorical of codes into sorted levels (-1: missing), both built here, so
     pandas need not check the codes again (40 ms on 10M rows)."""

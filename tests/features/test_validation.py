@@ -388,3 +388,27 @@ def test_ids_numbered_by_value_are_the_same_categorical(monkeypatch, spellings, 
     assert (fv._numbered(fv._arrow_text(ids)) is not None) == numbered
     monkeypatch.setattr(fv, "PARALLEL_ROWS", 0)
     pd.testing.assert_series_equal(fv.interned_ids(ids), expected)
+
+
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        [str(i) for i in range(1, 900)],  # numbered by value, in text order
+        [f"{i:05d}" for i in range(300)],
+        ["b", "a", "17850.0", "17850", " 5", "A"],  # hashed, and left as written
+    ],
+)
+def test_sorted_codes_are_pandas_factorize(monkeypatch, spellings):
+    """The text ids of a big table that is validated already are numbered on every core,
+    exactly as `pd.factorize(sort=True)` numbers them, with no cleaning."""
+    import features.validation as fv
+
+    rng = np.random.default_rng(len(spellings))
+    ids = pd.Series(rng.choice(np.array(spellings, dtype=object), 5000), dtype="str")
+    assert fv.sorted_codes(ids) is None  # a small table: pandas does it
+    monkeypatch.setattr(fv, "PARALLEL_ROWS", 0)
+    monkeypatch.setattr(fv, "cores", lambda: 3)
+    codes, levels = fv.sorted_codes(ids)
+    expected_codes, expected_levels = pd.factorize(ids, sort=True)
+    np.testing.assert_array_equal(codes, expected_codes)
+    assert list(levels) == list(expected_levels)
