@@ -324,6 +324,30 @@ def test_the_arrow_fast_path_equals_the_row_by_row_path(dirty, aware, drop):
     assert slow_report.noted  # duplicates and orphan refunds were planted
 
 
+@pytest.mark.parametrize("offsets", ["none", "all", "some"])
+def test_text_converted_in_slices_equals_the_row_by_row_path(monkeypatch, offsets):
+    """A big text column's dates and amounts are converted a slice of rows at a time, and a
+    slice with a value Arrow does not read goes down pandas' row-by-row path on its own:
+    tables and reports (counts and examples) must be those of that path for every row."""
+    import features.validation as fv
+
+    export = _export(4000, seed=11, dirty=True, aware=offsets == "all")
+    if offsets == "some":  # offsets on the first rows: slices of each kind, and one of both
+        first = export.index < 1500
+        with_offset = export.loc[first, "timestamp"].map(lambda t: t + "+02:00", na_action="ignore")
+        export.loc[first, "timestamp"] = with_offset
+    text = export.astype("str").where(export.notna(), None).astype("str")
+    kwargs = {"max_bad_fraction": 1.0, "today": pd.Timestamp("2026-01-01")}
+    slow, slow_day, slow_report = validate_transactions(export.astype(object), **kwargs)
+    monkeypatch.setattr(fv, "PARALLEL_ROWS", 0)
+    monkeypatch.setattr(fv, "_SLICE_ROWS", 512)
+    fast, fast_day, fast_report = validate_transactions(text, **kwargs)
+    pd.testing.assert_frame_equal(fast, slow)
+    assert fast_day == slow_day
+    assert fast_report.to_dict() == slow_report.to_dict()
+    assert len(slow_report.dropped) >= 4  # bad ids, dates and amounts were planted
+
+
 @pytest.mark.parametrize("ranges", [1, 2, 3, 9])
 def test_duplicates_found_in_hash_ranges_are_pandas_own(monkeypatch, ranges):
     """Big tables hash their rows a slice at a time and look for repeated hashes in one range
@@ -367,6 +391,7 @@ def test_ids_hashed_in_slices_are_the_same_categorical(monkeypatch, slices):
         ([f"{i:06d}" for i in range(0, 3000, 3)], True),  # zero-padded: one spelling each
         ([str(i) for i in range(1, 900)] + ["0"], True),  # no leading zeros
         ([str(i) for i in range(5, 700)] + [None], True),  # missing ids stay missing
+        ([str(i) for i in range(5, 700)] + ["", "  "], True),  # blank ids are missing ones
         (["042", "42", "7", "1000"], False),  # 042 and 42 would be one number
         (["-3", "4", "5"], False),
         (["0x10", "0x11", "1234"], False),  # hex to Arrow's cast; text to us
@@ -396,6 +421,7 @@ def test_ids_numbered_by_value_are_the_same_categorical(monkeypatch, spellings, 
         [str(i) for i in range(1, 900)],  # numbered by value, in text order
         [f"{i:05d}" for i in range(300)],
         ["b", "a", "17850.0", "17850", " 5", "A"],  # hashed, and left as written
+        [str(i) for i in range(1, 900)] + ["", " "],  # blanks are ids here, as in pandas
     ],
 )
 def test_sorted_codes_are_pandas_factorize(monkeypatch, spellings):
