@@ -32,6 +32,7 @@ from features.schema import (
     DataError,
 )
 from features.validation import (
+    TZ_CONVERTED,
     QualityReport,
     normalize_ids,
     refusal,
@@ -202,6 +203,8 @@ def _merge(reports: list[dict], source: str, max_bad_fraction: float) -> Quality
             merged.drop(reason, n, r["examples"].get(reason))
         for reason, n in r["noted"].items():
             merged.note(reason, n, r["examples"].get(reason))
+    if merged.noted.get(TZ_CONVERTED) == merged.rows_read:  # every date had an offset
+        del merged.noted[TZ_CONVERTED]
     for reason, n in merged.dropped.items():
         problem, _, column = reason.rpartition(" in '")
         column = column.rstrip("'")

@@ -476,8 +476,9 @@ def validate_transactions(
     if bad_any.any():  # a copy of every row: only when some row goes
         clean = clean[~bad_any]
     del raw, frame, raw_amount  # the text, often the largest thing held: free it when it can go
-    if n_aware and n_aware < report.rows_read:
-        report.note("tz-aware timestamps converted to UTC (others read as UTC)", n_aware)
+    # Worth a note only when some dates are not tz-aware; a part cannot tell (see `_merge`).
+    if n_aware and (part or n_aware < report.rows_read):
+        report.note(TZ_CONVERTED, n_aware)
 
     if clean.empty and not part:
         raise DataError(f"{source}: no valid rows left after dropping {report.dropped}")
@@ -714,6 +715,7 @@ def record_columns(rows: list, as_of: pd.Timestamp) -> dict[str, list] | None:
 
 
 _IMPLAUSIBLE = "an implausible date (before 1900 or after the as_of year + 1)"
+TZ_CONVERTED = "tz-aware timestamps converted to UTC (others read as UTC)"
 DUPLICATES_KEPT = (
     "exact duplicate rows (kept as repeat purchases; --drop-duplicates if the source "
     "exports rows twice)"

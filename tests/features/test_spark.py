@@ -10,6 +10,7 @@ from features.customer import customer_features
 from features.load import load_inputs
 from features.schema import DataError
 from features.synthetic import generate
+from features.validation import TZ_CONVERTED, validate_transactions
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,29 @@ def test_features_and_report_on_spark_equal_one_machine(spark, export):
         assert (got.rows_read, got.rows_kept) == (want.rows_read, want.rows_kept)
         assert got.dropped == want.dropped and got.noted == want.noted
     assert reports[0].dropped and reports[0].noted  # the planted problems were seen
+
+
+@pytest.mark.parametrize("bad_date", [True, False])
+def test_partition_reports_merge_into_the_one_machine_report(bad_date):
+    """Parts of a source validated one by one, as Spark's partitions are, and merged give the
+    one-machine report: the note on tz-aware dates depends on the whole source (here, one bad
+    date in the first part only, or none), not on each part."""
+    from features.spark import _merge
+
+    stamps = pd.date_range("2024-01-01", periods=200, freq="D", tz="UTC").astype("str")
+    raw = pd.DataFrame(
+        {"customer_id": [str(i % 20) for i in range(200)], "timestamp": stamps, "amount": "5"}
+    )
+    if bad_date:
+        raw.loc[7, "timestamp"] = "not a date"
+    _, _, whole = validate_transactions(raw, max_bad_fraction=1.0)
+    parts = [
+        validate_transactions(raw.iloc[rows], max_bad_fraction=1.0, part=True)[2].to_dict()
+        for rows in (slice(0, 100), slice(100, 200))
+    ]
+    merged = _merge(parts, whole.source, max_bad_fraction=1.0)
+    assert (merged.dropped, merged.noted) == (whole.dropped, whole.noted)
+    assert (TZ_CONVERTED in whole.noted) == bad_date
 
 
 def test_spark_refuses_what_one_machine_refuses(spark, tmp_path):
