@@ -224,26 +224,37 @@ def _encoded(text: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
     return np.concatenate([i for i, _ in encoded]), pd.Series(levels, dtype="str")
 
 
-_SLICE_ROWS = 1 << 16  # rows of a text column converted at a time (`_in_slices`)
+# Rows worked on at a time by `_each_slice`: the temporaries of a slice stay in a core's
+# cache, and a bad value sends only its slice down pandas' row-by-row path.
+_SLICE_ROWS = 1 << 16
+
+
+def _each_slice(work, n: int) -> list:
+    """`work(rows)` for each slice of `_SLICE_ROWS` of n rows, results in order; on a big
+    table shared out over the cores (numpy's loops and Arrow's casts let go of the GIL)."""
+    slices = [slice(start, start + _SLICE_ROWS) for start in range(0, n, _SLICE_ROWS)]
+    if n < PARALLEL_ROWS:
+        return [work(rows) for rows in slices]
+    with ThreadPoolExecutor(cores()) as pool:
+        return list(pool.map(work, slices))
 
 
 def _in_slices(convert, values: pd.Series, *args) -> tuple:
     """`convert` (`parse_timestamps` or `_amounts`: each row's result depends on that row
-    alone) of a big text column, `_SLICE_ROWS` rows at a time, on every core (Arrow's casts let
-    go of the GIL). A slice with a value Arrow does not read goes down pandas' row-by-row path
-    on its own, so a few bad dates in 10M rows cost a few slices, not the whole column (8.8 s
-    -> 1 s). Series are joined in order, counts summed."""
+    alone) of a big text column, a slice at a time (`_each_slice`). A slice with a value Arrow
+    does not read goes down pandas' row-by-row path on its own, so a few bad dates in 10M rows
+    cost a few slices, not the whole column (8.8 s -> 1 s). Series are joined in order, counts
+    summed."""
     if len(values) < PARALLEL_ROWS or _arrow_text(values) is None:
         return convert(values, *args)
 
-    def part(start: int) -> tuple:
-        done = convert(values.iloc[start : start + _SLICE_ROWS], *args)
+    def part(rows: slice) -> tuple:
+        done = convert(values.iloc[rows], *args)
         # One resolution in every slice (pandas' path may give nanoseconds), so that joining
         # them never casts a date that microseconds hold to nanoseconds, which do not.
         return tuple(_micros(r) if isinstance(r, pd.Series) else r for r in done)
 
-    with ThreadPoolExecutor(cores()) as pool:
-        parts = list(pool.map(part, range(0, len(values), _SLICE_ROWS)))
+    parts = _each_slice(part, len(values))
     return tuple(
         pd.concat(column) if isinstance(column[0], pd.Series) else sum(column)
         for column in zip(*parts, strict=True)
@@ -544,12 +555,10 @@ def _members(hashes: np.ndarray, repeated: np.ndarray) -> np.ndarray:
     flags[repeated >> np.uint32(12)] = True
     maybe = np.empty(len(hashes), dtype=bool)
 
-    def flag(start: int) -> None:
-        rows = slice(start, start + _HASH_ROWS)
+    def flag(rows: slice) -> None:
         maybe[rows] = flags[hashes[rows] >> np.uint32(12)]
 
-    with ThreadPoolExecutor(cores()) as pool:
-        list(pool.map(flag, range(0, len(hashes), _HASH_ROWS)))
+    _each_slice(flag, len(hashes))
     rows = np.flatnonzero(maybe)
     out = np.zeros(len(hashes), dtype=bool)
     out[rows[pd.Series(hashes[rows]).isin(repeated).to_numpy()]] = True
@@ -566,19 +575,15 @@ def _hash_bits(values: pd.Series) -> np.ndarray:
     return pd.factorize(values)[0].astype(np.uint64)
 
 
-_HASH_ROWS = 1 << 16  # rows hashed at a time: the temporaries stay in a core's cache
-
-
 def _row_hashes(codes: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
-    """A 32-bit hash of each row, `_HASH_ROWS` rows at a time, the slices shared out over the
-    cores (numpy lets go of the GIL in its loops): 10M rows in 0.03 s, where whole-column
-    temporaries took 0.5 s, most of it the system handing out their memory. The top 32 bits of
-    a 64-bit mix: sorting them takes 0.6x the time of 64, and they repeat by chance for about
-    n^2 / 2^33 pairs of rows (12k in 10M), which the full comparison then tells apart."""
+    """A 32-bit hash of each row, a slice at a time (`_each_slice`): 10M rows in 0.03 s, where
+    whole-column temporaries took 0.5 s, most of it the system handing out their memory. The
+    top 32 bits of a 64-bit mix: sorting them takes 0.6x the time of 64, and they repeat by
+    chance for about n^2 / 2^33 pairs of rows (12k in 10M), which the full comparison then
+    tells apart."""
     out = np.empty(len(codes), dtype=np.uint32)
 
-    def mix(start: int) -> None:
-        rows = slice(start, start + _HASH_ROWS)
+    def mix(rows: slice) -> None:
         mixed = codes[rows].astype(np.uint64)
         for column in columns:
             bits = column[rows]
@@ -593,13 +598,7 @@ def _row_hashes(codes: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
         mixed >>= np.uint64(32)
         out[rows] = mixed
 
-    starts = range(0, len(codes), _HASH_ROWS)
-    if len(codes) < PARALLEL_ROWS:
-        for start in starts:
-            mix(start)
-    else:
-        with ThreadPoolExecutor(cores()) as pool:
-            list(pool.map(mix, starts))
+    _each_slice(mix, len(codes))
     return out
 
 

@@ -360,7 +360,7 @@ def test_duplicates_found_in_hash_ranges_are_pandas_own(monkeypatch, ranges):
     clean, _, _ = validate_transactions(export, max_bad_fraction=1.0)
     monkeypatch.setattr(fv, "PARALLEL_ROWS", 0)
     monkeypatch.setattr(fv, "cores", lambda: ranges)
-    monkeypatch.setattr(fv, "_HASH_ROWS", 1000)
+    monkeypatch.setattr(fv, "_SLICE_ROWS", 1000)
     found = fv._duplicated(clean, clean["customer_id"].cat.codes.to_numpy())
     expected = clean.duplicated(keep="first").to_numpy()
     assert expected.sum() > 100
