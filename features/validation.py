@@ -121,8 +121,7 @@ def interned_ids(values: pd.Series) -> pd.Series:
     else:
         raw_codes, raw_levels = pd.factorize(values)  # -1 where missing
     # Raw ids that clean to the same id (`17850.0` and `17850`) meet here; blank ones -> -1.
-    codes, levels = pd.factorize(normalize_ids(pd.Series(raw_levels)), sort=True)
-    codes = np.append(codes, -1).astype(np.int32)[raw_codes]  # a raw -1 takes the last: -1
+    codes, levels = _merged_levels(raw_codes, normalize_ids(pd.Series(raw_levels)))
     return _categorical(codes, levels, values.index)
 
 
@@ -136,9 +135,15 @@ def sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
     if (numbered := _numbered(text, blank_is_missing=False)) is not None:
         codes, levels = numbered
         return codes, levels.to_numpy()
-    raw_codes, raw_levels = _encoded(text)
-    codes, levels = pd.factorize(raw_levels, sort=True)  # an id seen in two slices -> one
-    return np.append(codes, -1).astype(np.int32)[raw_codes], np.asarray(levels)
+    codes, levels = _merged_levels(*_encoded(text))  # an id seen in two slices -> one
+    return codes, np.asarray(levels)
+
+
+def _merged_levels(raw_codes: np.ndarray, raw_levels: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes into raw levels (-1: missing) made codes into their distinct values, sorted: raw
+    levels that are equal (or missing) become one."""
+    codes, levels = pd.factorize(raw_levels, sort=True)
+    return np.append(codes, -1).astype(np.int32)[raw_codes], levels  # a raw -1 takes -1
 
 
 def _categorical(codes: np.ndarray, levels, index: pd.Index) -> pd.Series:
