@@ -32,10 +32,10 @@ from features.schema import (
     DataError,
 )
 from features.validation import (
-    TZ_CONVERTED,
     QualityReport,
     normalize_ids,
     refusal,
+    settle_notes,
     to_day,
     validate_customers,
     validate_transactions,
@@ -203,8 +203,7 @@ def _merge(reports: list[dict], source: str, max_bad_fraction: float) -> Quality
             merged.drop(reason, n, r["examples"].get(reason))
         for reason, n in r["noted"].items():
             merged.note(reason, n, r["examples"].get(reason))
-    if merged.noted.get(TZ_CONVERTED) == merged.rows_read:  # every date had an offset
-        del merged.noted[TZ_CONVERTED]
+    settle_notes(merged)
     for reason, n in merged.dropped.items():
         problem, _, column = reason.rpartition(" in '")
         column = column.rstrip("'")

@@ -492,9 +492,9 @@ def validate_transactions(
     if bad_any.any():  # a copy of every row: only when some row goes
         clean = clean[~bad_any]
     del raw, frame, raw_amount  # the text, often the largest thing held: free it when it can go
-    # Worth a note only when some dates are not tz-aware; a part cannot tell (see `_merge`).
-    if n_aware and (part or n_aware < report.rows_read):
-        report.note(TZ_CONVERTED, n_aware)
+    report.note(TZ_CONVERTED, n_aware)
+    if not part:  # a part cannot tell: its whole source's report is settled when merged
+        settle_notes(report)
 
     if clean.empty and not part:
         raise DataError(f"{source}: no valid rows left after dropping {report.dropped}")
@@ -724,6 +724,14 @@ DUPLICATES_KEPT = (
     "exact duplicate rows (kept as repeat purchases; --drop-duplicates if the source "
     "exports rows twice)"
 )
+
+
+def settle_notes(report: QualityReport) -> None:
+    """Settle the notes only a whole source can decide (one machine's, or Spark's partitions
+    merged): the tz-aware note goes when every date had an offset, since it tells something
+    only beside dates that had none."""
+    if report.noted.get(TZ_CONVERTED) == report.rows_read:
+        del report.noted[TZ_CONVERTED]
 
 
 def validate_customers(
