@@ -107,10 +107,15 @@ def run_cli(path: str) -> dict:
     return {"total_s": t1 - t0, "rows": pq.read_metadata(out).num_rows}
 
 
+def _duckdb_reader(path: str) -> str:
+    """DuckDB's table function for the file, which types its columns as it reads them."""
+    return "read_csv" if path.endswith(".csv") else "read_parquet"
+
+
 def run_duckdb(path: str) -> dict:
     import duckdb
 
-    reader = "read_csv" if path.endswith(".csv") else "read_parquet"
+    reader = _duckdb_reader(path)
     t0 = time.perf_counter()
     rows = duckdb.sql(
         f"SELECT customer_id, count(*), sum(amount), min(timestamp::DATE), max(timestamp::DATE) "
@@ -129,7 +134,7 @@ def run_duckdb_features(path: str) -> dict:
     t0 = time.perf_counter()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    reader = "read_csv" if path.endswith(".csv") else "read_parquet"
+    reader = _duckdb_reader(path)
     # Read once: the query below reads its source twice, which would parse a CSV twice.
     con.execute(
         "CREATE TEMP TABLE raw AS SELECT customer_id::VARCHAR AS cid, "
