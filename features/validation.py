@@ -636,7 +636,8 @@ def _refunds_before_first_purchase(clean: pd.DataFrame, codes: np.ndarray) -> np
     (`minimum.at` lets go of the GIL): 10M rows in 0.06 s instead of 0.2."""
     stamps = clean["timestamp"].to_numpy("datetime64[us]").view(np.int64)
     amount = clean["amount"].to_numpy("float64")
-    never, n = np.iinfo(np.int64).max, codes.max() + 1 if len(codes) else 0
+    never = np.iinfo(np.int64).max
+    n = codes.max() + 1 if len(codes) else 0
 
     def first_purchases(rows: slice) -> np.ndarray:
         first = np.full(n, never)
